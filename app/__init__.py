@@ -1,0 +1,7 @@
+"""HTTP service that writes DICOM instances and modality worklists with DCMTK."""
+
+__version__ = "0.1.0"
+
+from .factory import create_app  # noqa: E402
+
+__all__ = ["__version__", "create_app"]

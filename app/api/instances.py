@@ -1,0 +1,216 @@
+"""Routes under ``/api/dicom``: create, list, validate, send and delete instances."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, send_file
+
+from .. import dcmtk
+from ..errors import InvalidRequest, PacsError, ServiceError, Unavailable
+from ..modalities import load_table
+from ..responses import success
+from ..schemas import InstanceSchema, PageQuery, SampleSchema, SendSchema
+from ..sending import send_files, target_from
+from ..services import services
+from ..validation import validate_file
+from .common import json_body, load, load_query
+
+logger = logging.getLogger(__name__)
+
+blueprint = Blueprint("instances", __name__)
+
+CREATED_MESSAGE = "DICOM instance created successfully"
+SAMPLE_DEFAULTS = {
+    "patientID": "123456",
+    "patientName": "Sample^Patient",
+    "modality": "CR",
+    "studyDescription": "Sample study",
+}
+
+
+@blueprint.post("/instances")
+def create_instance() -> tuple[Response, int]:
+    """Create an image instance from patient, study and series data."""
+    body = load(InstanceSchema(), json_body())
+    created = _create(body)
+    return success(created, CREATED_MESSAGE, 201)
+
+
+@blueprint.post("/instances/batch")
+def create_batch() -> tuple[Response, int]:
+    """Create several instances; one bad item does not stop the others."""
+    items = json_body()
+    if isinstance(items, dict) and isinstance(items.get("instances"), list):
+        items = items["instances"]
+    if not isinstance(items, list):
+        raise InvalidRequest(
+            "Invalid request body",
+            {"body": ["Must be a JSON array of instance bodies."]},
+        )
+
+    results = [_batch_item(item) for item in items]
+    succeeded = sum(1 for result in results if result["success"])
+    data = {
+        "total": len(results),
+        "succeeded": succeeded,
+        "failed": len(results) - succeeded,
+        "results": results,
+    }
+    return success(data, f"Created {succeeded} of {len(results)} DICOM instances", 201)
+
+
+@blueprint.get("/instances")
+def list_instances() -> tuple[Response, int]:
+    """List stored instances, newest first, with paging."""
+    page = load_query(PageQuery())
+    count, files = services().instances.listing(page["limit"], page["offset"])
+    data = {
+        "count": count,
+        "limit": page["limit"],
+        "offset": page["offset"],
+        "files": [item.as_dict() for item in files],
+    }
+    return success(data, f"Found {count} DICOM instances")
+
+
+@blueprint.get("/instances/stats")
+def instance_stats() -> tuple[Response, int]:
+    """Count stored instances and their sizes."""
+    files = list(services().instances.entries())
+    sizes = [item.size for item in files]
+    data = {
+        "count": len(files),
+        "totalSize": sum(sizes),
+        "averageSize": sum(sizes) // len(sizes) if sizes else 0,
+        "largestSize": max(sizes, default=0),
+        "oldest": min(files, key=lambda item: item.modified).as_dict()["modified"] if files else None,
+        "newest": max(files, key=lambda item: item.modified).as_dict()["modified"] if files else None,
+        "storageDir": str(services().instances.root),
+    }
+    return success(data, "DICOM instance statistics")
+
+
+@blueprint.get("/instances/<filename>/validate")
+def validate_instance(filename: str) -> tuple[Response, int]:
+    """Check an instance for the required UIDs and against its IOD."""
+    path = services().instances.resolve(filename)
+    report = validate_file(path, services().iod, services().timeout)
+    message = "DICOM instance is valid" if report["isValid"] else "DICOM instance is not valid"
+    return success(report, message)
+
+
+@blueprint.get("/instances/<filename>/dump")
+def dump_instance(filename: str) -> tuple[Response, int]:
+    """Return the dcmdump text of an instance."""
+    path = services().instances.resolve(filename)
+    text = dcmtk.dcmdump(path, services().timeout)
+    return success({"filename": filename, "dump": text}, "DICOM instance structure")
+
+
+@blueprint.post("/instances/<filename>/send")
+def send_instance(filename: str) -> tuple[Response, int]:
+    """Send an instance to the PACS with C-STORE."""
+    store = services().instances
+    path = store.resolve(filename)
+    body = load(SendSchema(), json_body(required=False))
+    target = target_from(body, services().config)
+
+    result = send_files([path], target, services().timeout, services().orthanc)[0]
+    if not result["success"]:
+        raise PacsError(
+            f"{target.called_aet}@{target.host}:{target.port} did not store "
+            f"{filename}: C-STORE status {result['status']}. DCMTK output: "
+            f"{_last_lines(result['output'])}"
+        )
+
+    data = {
+        "filename": filename,
+        "orthancHost": target.host,
+        "orthancPort": target.port,
+        "calledAet": target.called_aet,
+        "callingAet": target.calling_aet,
+        "status": result["status"],
+        "orthancId": result.get("orthancId"),
+        "output": result["output"],
+    }
+    return success(data, "DICOM instance sent to Orthanc successfully")
+
+
+@blueprint.get("/instances/<filename>/download")
+def download_instance(filename: str) -> Response:
+    """Download an instance as application/dicom."""
+    path = services().instances.resolve(filename)
+    return send_file(
+        path, mimetype="application/dicom", as_attachment=True, download_name=filename
+    )
+
+
+@blueprint.delete("/instances/<filename>")
+def delete_instance(filename: str) -> tuple[Response, int]:
+    """Delete a stored instance."""
+    services().instances.delete(filename)
+    return success({"filename": filename}, "DICOM instance deleted successfully")
+
+
+@blueprint.post("/instances/sample")
+def create_sample() -> tuple[Response, int]:
+    """Create a sample instance, PatientID 123456 unless overridden."""
+    overrides = load(SampleSchema(), json_body(required=False))
+    body = load(InstanceSchema(), {**SAMPLE_DEFAULTS, **overrides})
+    return success(_create(body), "Sample DICOM instance created successfully", 201)
+
+
+@blueprint.get("/modalities")
+def list_modalities() -> tuple[Response, int]:
+    """List the supported modalities and their SOP Classes."""
+    table = load_table()
+    data = [
+        {
+            "modality": code,
+            "sopClassUID": table.lookup(code).sop_class_uid,
+            "sopClassName": table.lookup(code).sop_class_name,
+        }
+        for code in table.codes()
+    ]
+    return success(data, f"{len(data)} supported modalities")
+
+
+@blueprint.get("/tools-status")
+def tools_status() -> tuple[Response, int]:
+    """Report the version of each DCMTK tool, or that it is missing."""
+    data: dict[str, str] = {}
+    for tool in dcmtk.TOOLS:
+        try:
+            data[tool] = dcmtk.tool_version(tool, services().timeout)
+        except dcmtk.DcmtkError as error:
+            data[tool] = f"missing or not working: {error.message}"
+    return success(data, "DCMTK tools status")
+
+
+def _create(body: dict[str, Any]) -> dict[str, Any]:
+    services().instances.check_usable()
+    try:
+        return services().builder.create(body).as_dict()
+    except OSError as error:
+        raise Unavailable(f"Could not write to the storage folder: {error}") from error
+
+
+def _batch_item(item: Any) -> dict[str, Any]:
+    try:
+        body = load(InstanceSchema(), item)
+        return {"success": True, "message": CREATED_MESSAGE, "data": _create(body)}
+    except ServiceError as error:
+        result: dict[str, Any] = {"success": False, "message": error.message, "data": None}
+        if error.errors is not None:
+            result["errors"] = error.errors
+        return result
+    except dcmtk.DcmtkError as error:
+        logger.error("Batch item failed: %s", error.message)
+        return {"success": False, "message": error.message, "data": None}
+
+
+def _last_lines(output: str, count: int = 4) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    return " ".join(lines[-count:])
