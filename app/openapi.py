@@ -20,6 +20,7 @@ REQUEST_BODIES: dict[str, tuple[type[Schema], bool, bool]] = {
     "instances.create_batch": (schemas.InstanceSchema, True, True),
     "instances.send_instance": (schemas.SendSchema, False, False),
     "instances.create_sample": (schemas.SampleSchema, False, False),
+    "instances.send_batch": (schemas.BatchSendSchema, False, True),
 }
 
 QUERIES: dict[str, type[Schema]] = {

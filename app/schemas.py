@@ -102,6 +102,16 @@ class SendSchema(StrictSchema):
             raise ValidationError("Must be a host name or an IP address.")
 
 
+class BatchSendSchema(SendSchema):
+    """Body of ``POST /api/dicom/instances/send``: files sent over one association."""
+
+    filenames = fields.List(
+        fields.String(),
+        required=True,
+        validate=validate.Length(1, 1000, error="Must list 1 to 1000 filenames."),
+    )
+
+
 class PageQuery(StrictSchema):
     """Paging of the listing routes: ``limit`` (1 to 1000) and ``offset``."""
 

@@ -10,8 +10,14 @@ from flask import Blueprint, Response, send_file
 from .. import dcmtk
 from ..errors import InvalidRequest, PacsError, ServiceError, Unavailable
 from ..modalities import load_table
-from ..responses import success
-from ..schemas import InstanceSchema, PageQuery, SampleSchema, SendSchema
+from ..responses import failure_with_data, success
+from ..schemas import (
+    BatchSendSchema,
+    InstanceSchema,
+    PageQuery,
+    SampleSchema,
+    SendSchema,
+)
 from ..sending import send_files, target_from
 from ..services import services
 from ..validation import validate_file
@@ -136,6 +142,41 @@ def send_instance(filename: str) -> tuple[Response, int]:
         "output": result["output"],
     }
     return success(data, "DICOM instance sent to Orthanc successfully")
+
+
+@blueprint.post("/instances/send")
+def send_batch() -> tuple[Response, int]:
+    """Send several instances to the PACS over one association."""
+    body = load(BatchSendSchema(), json_body())
+    store = services().instances
+    paths = [store.resolve(filename) for filename in dict.fromkeys(body["filenames"])]
+    target = target_from(body, services().config)
+
+    results = send_files(paths, target, services().timeout, services().orthanc)
+    succeeded = sum(1 for result in results if result["success"])
+    output = results[0]["output"] if results else ""
+    for result in results:
+        del result["output"]
+
+    data = {
+        "total": len(results),
+        "succeeded": succeeded,
+        "failed": len(results) - succeeded,
+        "orthancHost": target.host,
+        "orthancPort": target.port,
+        "calledAet": target.called_aet,
+        "callingAet": target.calling_aet,
+        "results": results,
+        "output": output,
+    }
+    if succeeded < len(results):
+        return failure_with_data(
+            f"{target.called_aet}@{target.host}:{target.port} stored {succeeded} of "
+            f"{len(results)} instances.",
+            502,
+            data,
+        )
+    return success(data, f"{succeeded} DICOM instances sent to Orthanc successfully")
 
 
 @blueprint.get("/instances/<filename>/download")
