@@ -21,12 +21,3 @@ def failure(
         body["errors"] = errors
     return jsonify(body), status
 
-
-def failure_with_data(message: str, status: int, data: Any) -> tuple[Response, int]:
-    """Build a failure envelope that still reports details under ``data``.
-
-    Used where part of an action succeeded, such as a batch send in which
-    the PACS rejected some files.
-    """
-    body = {"success": False, "message": message, "data": data}
-    return jsonify(body), status

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, send_file
 from .. import dcmtk
 from ..errors import InvalidRequest, PacsError, ServiceError, Unavailable
 from ..modalities import load_table
-from ..responses import failure_with_data, success
+from ..responses import success
 from ..schemas import (
     BatchSendSchema,
     InstanceSchema,
@@ -170,11 +170,14 @@ def send_batch() -> tuple[Response, int]:
         "output": output,
     }
     if succeeded < len(results):
-        return failure_with_data(
+        raise PacsError(
             f"{target.called_aet}@{target.host}:{target.port} stored {succeeded} of "
-            f"{len(results)} instances.",
-            502,
-            data,
+            f"{len(results)} instances. DCMTK output: {_last_lines(output)}",
+            {
+                result["filename"]: [f"C-STORE status {result['status']}"]
+                for result in results
+                if not result["success"]
+            },
         )
     return success(data, f"{succeeded} DICOM instances sent to Orthanc successfully")
 
