@@ -83,8 +83,8 @@ class StoreStatus:
 
     @property
     def succeeded(self) -> bool:
-        # PS3.4 Annex B.2.3: 0x0000 is success; 0xB000, 0xB007 and 0xB006
-        # are warnings, for which the SCP still stored the instance.
+        # PS3.4 Annex B.2.3 defines 0x0000 as success. 0xB000, 0xB006 and
+        # 0xB007 are warnings, for which the SCP still stored the instance.
         return self.status is not None and (
             self.status == 0x0000 or self.status in (0xB000, 0xB006, 0xB007)
         )

@@ -3,9 +3,9 @@
 A dump file has one element per line, ``(gggg,eeee) VR [value]``, and
 ``dump2dcm`` takes everything between the first ``[`` and the last ``]`` of
 a line as the value, with ``\\`` separating multiple values. The renderer
-therefore writes every template expression as ``[value]`` itself, and
-rejects any value that contains a line break or another control character
-or a backslash, so no value can start a new element, end its own early, or
+therefore writes every template expression as ``[value]`` itself. It
+rejects any value that contains a control character, such as a line break,
+or a backslash. So no value can start a new element, end its own early, or
 become multi-valued. Only :class:`MultiValue`, built from checked parts by
 the service itself, may contain backslashes.
 """
@@ -35,7 +35,7 @@ class DumpValueError(ValueError):
 class OptionalUndefined(StrictUndefined):
     """A missing value: false in ``{% if %}``, an error when written."""
 
-    def __bool__(self) -> bool:
+    def __bool__(self) -> bool:  # type: ignore[override]
         return False
 
 

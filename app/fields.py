@@ -1,8 +1,7 @@
 """Marshmallow fields that check values against their DICOM value representation.
 
 Each field is bound to the keyword of the element it fills, and takes the
-element's value representation (VR) and value multiplicity from pydicom's
-data dictionary. The rules are those of PS3.5 section 6.2: maximum lengths
+element's value representation (VR) from pydicom's data dictionary. The rules are those of PS3.5 section 6.2: maximum lengths
 counted in characters, the character repertoire of each VR, the structure of
 person names, and real dates and times.
 """
