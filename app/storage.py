@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 TEMPORARY_PREFIX = ".tmp-"
 
-# A temporary file this old is left over whatever its process ID says,
-# because no write takes this long (process IDs can be reused).
+# A temporary file this old is removed even if a process with its writer's
+# ID runs, because no write takes this long and process IDs are reused.
 STALE_TEMPORARY_SECONDS = 3600
 
 
@@ -83,7 +83,7 @@ class FileStore:
             If the name does not match the folder's pattern, which rules out
             separators, ``..``, NUL bytes and absolute paths.
         NotFound
-            If no such file exists, or if it is a link that leads elsewhere.
+            If no such file exists, or if the name is a symbolic link.
         """
         if not self.pattern.fullmatch(filename):
             raise InvalidRequest(
@@ -92,6 +92,11 @@ class FileStore:
             )
 
         path = self.root / filename
+        if path.is_symlink():
+            # The listing skips links, and deleting through one would remove
+            # its target, so a link is never a stored file, wherever it leads.
+            logger.warning("Rejected %s, which is a symbolic link", path)
+            raise NotFound(f"{self.kind.capitalize()} {filename!r} not found.")
         try:
             resolved = path.resolve(strict=True)
         except (FileNotFoundError, RuntimeError):
@@ -118,6 +123,29 @@ class FileStore:
                 os.replace(temporary, final)
                 return final
             return self._link_unique(temporary)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def publish_preferred(self, temporary: Path, filename: str) -> Path:
+        """Give the finished ``temporary`` file the name ``filename`` if it is free.
+
+        When a file of that name exists, a new unique name is chosen instead,
+        so unlike ``publish`` this never replaces a file.
+
+        Raises
+        ------
+        ValueError
+            If ``filename`` does not match the folder's pattern.
+        """
+        if not self.pattern.fullmatch(filename):
+            raise ValueError(f"{filename!r} does not match {self.pattern.pattern}.")
+        try:
+            final = self.root / filename
+            try:
+                os.link(temporary, final)
+            except FileExistsError:
+                return self._link_unique(temporary)
+            return final
         finally:
             temporary.unlink(missing_ok=True)
 
