@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+# The DICOM standard edition that app.standard builds into the package.
+BUNDLED_STANDARD_DIR = Path(__file__).resolve().parent / "standard_data"
 
 DEFAULTS: dict[str, Any] = {
     "PORT": 3000,
@@ -23,10 +27,14 @@ DEFAULTS: dict[str, Any] = {
     "DCMTK_TIMEOUT": 30,
     "API_TOKEN": "",
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
-    "DICOM_STANDARD_DIR": "",
+    # The edition bundled in app/standard_data; an empty value turns the IOD check off.
+    "DICOM_STANDARD_DIR": str(BUNDLED_STANDARD_DIR),
+    # Repair imported files unless the request says repair=false.
+    "IMPORT_REPAIR": False,
 }
 
 INTEGER_KEYS = ("PORT", "ORTHANC_DICOM_PORT", "DCMTK_TIMEOUT", "MAX_CONTENT_LENGTH")
+BOOLEAN_KEYS = ("IMPORT_REPAIR",)
 
 
 class ConfigError(ValueError):
@@ -39,7 +47,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     Raises
     ------
     ConfigError
-        If an integer setting is not a positive whole number.
+        If an integer setting is not a positive whole number, or a boolean
+        setting is not one of true, false, yes, no, on, off, 1 or 0.
     """
     environ = os.environ if environ is None else environ
     config = dict(DEFAULTS)
@@ -50,6 +59,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
     for key in INTEGER_KEYS:
         config[key] = _positive_integer(key, config[key])
+
+    for key in BOOLEAN_KEYS:
+        config[key] = _boolean(key, config[key])
 
     config["ORTHANC_URL"] = str(config["ORTHANC_URL"]).rstrip("/")
     config["DICOM_UID_ROOT"] = str(config["DICOM_UID_ROOT"]).rstrip(".")
@@ -67,3 +79,14 @@ def _positive_integer(key: str, value: Any) -> int:
     if number <= 0:
         raise ConfigError(f"{key} must be greater than 0, got {number}.")
     return number
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key} must be true or false, got {value!r}.")

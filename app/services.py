@@ -48,6 +48,7 @@ def build_services(config: dict[str, Any]) -> Services:
     )
     standard_dir = config["DICOM_STANDARD_DIR"]
     iod = IodValidator(Path(standard_dir) if standard_dir else None)
+    iod.load()  # once per process, so a missing standard is logged at start
     orthanc = (
         OrthancClient(config["ORTHANC_URL"], config["DCMTK_TIMEOUT"])
         if config["ORTHANC_URL"]
