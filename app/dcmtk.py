@@ -8,26 +8,31 @@ that carries the command line, the exit status and DCMTK's own message.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-TOOLS = ("dump2dcm", "dcmdump", "storescu", "echoscu", "findscu")
+TOOLS = (
+    "dump2dcm", "dcmdump", "storescu", "echoscu", "findscu",
+    "dcmodify", "img2dcm", "pdf2dcm",
+)  # fmt: skip
 
 # dump2dcm reads lines of at most 4096 bytes by default; LT and UT values
 # can be longer, so every call raises the limit.
 DUMP_LINE_LIMIT = 1024 * 1024
 
-# Extra seconds that a process gets beyond the network timeouts that DCMTK
-# applies itself, so that DCMTK's own message wins over a killed process.
-PROCESS_MARGIN = 5
+# Extra seconds that a network tool gets beyond its total time budget, so
+# that DCMTK's own timeout message wins over a killed process when only one
+# phase (connect, association or DIMSE) stalls.
+PROCESS_MARGIN = 2
 
 _STATUS_LINE = re.compile(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})(?::\s*(.*))?")
 _SENDING_LINE = re.compile(r"Sending file: (.+)$")
@@ -104,8 +109,15 @@ class StoreResult:
     statuses: list[StoreStatus] = field(default_factory=list)
 
 
-def run(tool: str, arguments: Sequence[str], timeout: float) -> CommandResult:
+def run(
+    tool: str,
+    arguments: Sequence[str],
+    timeout: float,
+    environment: Mapping[str, str] | None = None,
+) -> CommandResult:
     """Run a DCMTK ``tool`` with ``arguments`` and return its output.
+
+    ``environment`` adds variables to the process's environment.
 
     Raises
     ------
@@ -117,7 +129,7 @@ def run(tool: str, arguments: Sequence[str], timeout: float) -> CommandResult:
         If the process exits with a non-zero status.
     """
     command = [tool, *arguments]
-    result = run_unchecked(command, timeout)
+    result = run_unchecked(command, timeout, environment)
 
     if result.returncode != 0:
         message = _tool_message(result.stderr, result.stdout)
@@ -133,7 +145,9 @@ def run(tool: str, arguments: Sequence[str], timeout: float) -> CommandResult:
     return result
 
 
-def run_unchecked(command: list[str], timeout: float) -> CommandResult:
+def run_unchecked(
+    command: list[str], timeout: float, environment: Mapping[str, str] | None = None
+) -> CommandResult:
     """Run ``command`` and return its result whatever the exit status."""
     tool = command[0]
     binary = shutil.which(tool)
@@ -152,12 +166,18 @@ def run_unchecked(command: list[str], timeout: float) -> CommandResult:
             capture_output=True,
             timeout=timeout,
             check=False,
+            env={**os.environ, **environment} if environment else None,
         )
     except subprocess.TimeoutExpired as error:
         stderr = _decode(error.stderr)
-        logger.warning("%s timed out after %s s", tool, timeout)
+        output = _tool_message(stderr, _decode(error.stdout))
+        logger.warning("%s timed out after %s s: %s", tool, timeout, output)
         raise DcmtkTimeout(
-            f"{tool} timed out after {timeout:g} s.", command, None, stderr
+            f"{tool} timed out after {timeout:g} s and was stopped. Its last "
+            f"output: {output}",
+            command,
+            None,
+            stderr,
         ) from None
 
     return CommandResult(
@@ -169,8 +189,17 @@ def run_unchecked(command: list[str], timeout: float) -> CommandResult:
     )
 
 
-def dump2dcm(dump_path: Path, output_path: Path, timeout: float) -> CommandResult:
-    """Convert the dump text file ``dump_path`` into a DICOM Part 10 file."""
+def dump2dcm(
+    dump_path: Path,
+    output_path: Path,
+    timeout: float,
+    dictionary: Path | None = None,
+) -> CommandResult:
+    """Convert the dump text file ``dump_path`` into a DICOM Part 10 file.
+
+    ``dictionary`` replaces DCMTK's data dictionary (``DCMDICTPATH``); it
+    must contain every element of the dump and the file meta information.
+    """
     arguments = [
         "--line", str(DUMP_LINE_LIMIT),
         "--write-xfer-little",
@@ -178,7 +207,8 @@ def dump2dcm(dump_path: Path, output_path: Path, timeout: float) -> CommandResul
         str(dump_path),
         str(output_path),
     ]  # fmt: skip
-    return run("dump2dcm", arguments, timeout)
+    environment = {"DCMDICTPATH": str(dictionary)} if dictionary else None
+    return run("dump2dcm", arguments, timeout, environment)
 
 
 def dcmdump(path: Path, timeout: float) -> str:
@@ -221,6 +251,13 @@ def storescu(
     command = [
         "storescu",
         "--debug",
+        # Proposes presentation contexts only for the SOP Classes of the
+        # files, each with JPEG Baseline and Extended beside the uncompressed
+        # syntaxes. JPEG files that img2dcm writes are sent as they are, and
+        # storescu picks the context whose transfer syntax equals the file's,
+        # so uncompressed files stay uncompressed.
+        "--required",
+        "--propose-jpeg8",
         "--aetitle", calling_aet,
         "--call", called_aet,
         "--timeout", seconds,
@@ -231,8 +268,11 @@ def storescu(
         str(port),
         *[str(path) for path in paths],
     ]  # fmt: skip
-    # Connecting, association and DIMSE each have their own timeout.
-    result = run_unchecked(command, 3 * timeout + PROCESS_MARGIN)
+    # DCMTK applies each timeout to one phase (connect, association, one
+    # DIMSE message), so a peer that is slow in every phase could hold the
+    # association for several timeouts. The process deadline caps the whole
+    # call at one timeout per file plus the margin.
+    result = run_unchecked(command, timeout * max(1, len(paths)) + PROCESS_MARGIN)
     statuses = _store_statuses(result.stderr + result.stdout)
 
     if not statuses and result.returncode != 0:
@@ -264,7 +304,7 @@ def echoscu(
         host,
         str(port),
     ]  # fmt: skip
-    return run("echoscu", arguments, 3 * timeout + PROCESS_MARGIN)
+    return run("echoscu", arguments, timeout + PROCESS_MARGIN)
 
 
 def tool_version(tool: str, timeout: float) -> str:
@@ -313,3 +353,89 @@ def _decode(data: bytes | str | None) -> str:
 def is_available(tool: str) -> bool:
     """Return whether ``tool`` is on ``PATH``."""
     return shutil.which(tool) is not None
+
+
+def dcmdump_check(path: Path, detect_syntax: bool, timeout: float) -> None:
+    """Parse the whole file at ``path`` with ``dcmdump`` and raise if it is incomplete.
+
+    With ``detect_syntax`` the transfer syntax of the file meta information
+    is ignored and detected from the dataset (``--read-xfer-detect``).
+    A truncated file raises :class:`DcmtkError` whose message is DCMTK's,
+    for example "premature end of stream".
+    """
+    arguments = ["--log-level", "error", "--print-short", str(path)]
+    if detect_syntax:
+        arguments.insert(0, "--read-xfer-detect")
+    run("dcmdump", arguments, timeout)
+
+
+def dcmodify(
+    path: Path,
+    insertions: Sequence[tuple[str, str]],
+    detect_syntax: bool,
+    timeout: float,
+) -> CommandResult:
+    """Insert or overwrite elements of the file at ``path`` in place.
+
+    Each insertion is a ``dcmodify`` tag path such as ``(0020,000d)`` or
+    ``(0400,0561)[0].(0400,0562)`` and its value. The file is written in
+    file format, so ``dcmodify`` rebuilds the file meta information from the
+    dataset (MediaStorageSOPClassUID, MediaStorageSOPInstanceUID and the
+    transfer syntax that it read the dataset with). With ``detect_syntax``
+    the transfer syntax named in the meta information is ignored and
+    detected from the dataset.
+    """
+    arguments = ["--no-backup", "--write-file"]
+    if detect_syntax:
+        arguments.append("--read-xfer-detect")
+    for tag_path, value in insertions:
+        arguments += ["--insert", f"{tag_path}={value}"]
+    arguments.append(str(path))
+    return run("dcmodify", arguments, timeout)
+
+
+def img2dcm(
+    image_path: Path,
+    output_path: Path,
+    input_format: str,
+    sop_class_option: str,
+    keys: Sequence[tuple[str, str]],
+    timeout: float,
+) -> CommandResult:
+    """Convert a JPEG or BMP image into a DICOM file.
+
+    ``input_format`` is ``JPEG`` or ``BMP``. ``sop_class_option`` selects the
+    SOP Class (``--sec-capture`` or ``--vl-photo``). ``keys`` are element
+    keywords and values passed with ``--key``, applied after img2dcm has
+    filled its own defaults.
+    """
+    arguments = [
+        "--input-format", input_format,
+        sop_class_option,
+        *_key_arguments(keys),
+        str(image_path),
+        str(output_path),
+    ]  # fmt: skip
+    return run("img2dcm", arguments, timeout)
+
+
+def pdf2dcm(
+    pdf_path: Path,
+    output_path: Path,
+    keys: Sequence[tuple[str, str]],
+    timeout: float,
+) -> CommandResult:
+    """Encapsulate a PDF document as an Encapsulated PDF DICOM file.
+
+    ``keys`` are element keywords and values passed with ``--key``. They
+    override what pdf2dcm writes itself, such as its generated UIDs.
+    """
+    arguments = [*_key_arguments(keys), str(pdf_path), str(output_path)]
+    return run("pdf2dcm", arguments, timeout)
+
+
+def _key_arguments(keys: Sequence[tuple[str, str]]) -> list[str]:
+    arguments: list[str] = []
+    for keyword, value in keys:
+        arguments += ["--key", f"{keyword}={value}"]
+    return arguments

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .config import load_config
 from .errors import Unauthorized, register_error_handlers
@@ -40,10 +41,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     _register_request_hooks(app)
 
-    from .api import instances, service, worklists
+    from .api import imports, instances, service, worklists
 
     app.register_blueprint(service.blueprint)
     app.register_blueprint(instances.blueprint, url_prefix="/api/dicom")
+    app.register_blueprint(imports.blueprint, url_prefix="/api/dicom")
     app.register_blueprint(worklists.blueprint, url_prefix="/api/orthanc")
 
     if not config["API_TOKEN"]:
@@ -66,6 +68,7 @@ def _register_request_hooks(app: Flask) -> None:
         g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
         g.started = time.monotonic()
         _check_token(app)
+        _check_chunked_length(app)
 
     @app.after_request
     def finish_request(response: Response) -> Response:
@@ -77,6 +80,24 @@ def _register_request_hooks(app: Flask) -> None:
             g.get("request_id", ""),
         )  # fmt: skip
         return response
+
+
+def _check_chunked_length(app: Flask) -> None:
+    """Raise 413 for a chunked body longer than MAX_CONTENT_LENGTH.
+
+    Werkzeug 3.1 stops reading a body without Content-Length at the limit
+    and returns the first MAX_CONTENT_LENGTH bytes as if they were all, so
+    the body is read here and one more byte is requested from the server.
+    """
+    if request.content_length is not None:
+        return
+    if "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
+        return
+
+    data = request.get_data(cache=True)
+    if len(data) >= app.config["MAX_CONTENT_LENGTH"]:
+        if request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
 
 
 def _check_token(app: Flask) -> None:

@@ -5,8 +5,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates,
+    validates_schema,
+)
 
+from .content import Base64Content
 from .fields import DicomDate, DicomInteger, DicomText, DicomTime, DicomUID
 from .modalities import load_table
 
@@ -66,8 +75,44 @@ class InstanceSchema(StrictSchema):
     instanceNumber = DicomInteger("InstanceNumber")
     stationName = DicomText("StationName")
     bodyPartExamined = DicomText("BodyPartExamined")
+    laterality = DicomText(
+        "ImageLaterality",
+        validate=validate.OneOf(
+            ["R", "L", "B", "U"], error="Must be R, L, B (both) or U (unpaired) (CS)."
+        ),
+        metadata={
+            "description": "Laterality of the imaged body part: Image Laterality "
+            "(0020,0062) where the IOD has it, else Laterality (0020,0060) when R or L"
+        },
+    )
     studyInstanceUID = DicomUID("StudyInstanceUID")
     seriesInstanceUID = DicomUID("SeriesInstanceUID")
+    # Content that replaces the generated image: img2dcm or pdf2dcm builds it.
+    image = Base64Content("JPEG or PNG image")
+    pdf = Base64Content("PDF document")
+    documentTitle = DicomText("DocumentTitle")
+
+    @validates_schema
+    def check_anatomy(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Reject a body part or laterality that the modality's IOD cannot code."""
+        table = load_table()
+        try:
+            modality = table.lookup(data.get("modality") or "")
+        except KeyError:
+            return
+
+        body_part = data.get("bodyPartExamined")
+        coded = body_part in table.anatomic_regions
+        if modality.anatomic_region_required and body_part and not coded:
+            raise ValidationError(
+                f"{modality.code} images need an Anatomic Region code for Body Part "
+                f"Examined. Use one of: {', '.join(sorted(table.anatomic_regions))}.",
+                "bodyPartExamined",
+            )
+        if modality.code == "MG" and data.get("laterality") == "U":
+            raise ValidationError(
+                "Must be R, L or B for MG: a breast is a paired structure.", "laterality"
+            )
 
 
 class SampleSchema(StrictSchema):

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, send_file
 
 from .. import dcmtk
+from ..content import create_from_content, has_content
 from ..errors import InvalidRequest, PacsError, ServiceError, Unavailable
 from ..modalities import load_table
 from ..responses import success
@@ -22,6 +23,7 @@ from ..sending import send_files, target_from
 from ..services import services
 from ..validation import validate_file
 from .common import json_body, load, load_query
+from .imports import create_request_body
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +40,8 @@ SAMPLE_DEFAULTS = {
 
 @blueprint.post("/instances")
 def create_instance() -> tuple[Response, int]:
-    """Create an image instance from patient, study and series data."""
-    body = load(InstanceSchema(), json_body())
+    """Create an instance from patient, study and series data, and an optional image or PDF."""
+    body = load(InstanceSchema(), create_request_body())
     created = _create(body)
     return success(created, CREATED_MESSAGE, 201)
 
@@ -236,6 +238,11 @@ def tools_status() -> tuple[Response, int]:
 def _create(body: dict[str, Any]) -> dict[str, Any]:
     services().instances.check_usable()
     try:
+        if has_content(body):
+            config = services().config
+            return create_from_content(
+                body, services().instances, config["DICOM_UID_ROOT"], services().timeout
+            )
         return services().builder.create(body).as_dict()
     except OSError as error:
         raise Unavailable(f"Could not write to the storage folder: {error}") from error

@@ -1,0 +1,186 @@
+"""Route ``POST /api/dicom/instances/import``: check, repair and store DICOM files."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, request
+from marshmallow import fields, validate
+
+from ..errors import InvalidRequest, PacsError, Unavailable
+from ..fields import DicomText
+from ..importing import ImportOptions, Upload, import_files
+from ..openapi import register_query
+from ..repair import REASONS
+from ..responses import success
+from ..schemas import StrictSchema
+from ..sending import send_files, target_from
+from ..services import services
+from .common import json_body, load_query
+
+logger = logging.getLogger(__name__)
+
+blueprint = Blueprint("imports", __name__)
+
+DICOM_MEDIA_TYPES = ("application/dicom", "application/octet-stream")
+RAW_BODY_NAME = "request body"
+MAX_LABEL_LENGTH = 255
+
+
+class ImportQuery(StrictSchema):
+    """Query of ``POST /api/dicom/instances/import``."""
+
+    repair = fields.Boolean(
+        load_default=None,
+        metadata={"description": "Repair what can be repaired (default: IMPORT_REPAIR)"},
+    )
+    send = fields.Boolean(
+        load_default=False,
+        metadata={"description": "Send each stored file to the configured Orthanc"},
+    )
+    reason = fields.String(
+        load_default="CORRECT",
+        validate=validate.OneOf(REASONS, error="Must be CORRECT or COERCE."),
+        metadata={"description": "ReasonForTheAttributeModification (0400,0565)"},
+    )
+    source = DicomText(
+        "SourceOfPreviousValues",
+        load_default="",
+        metadata={"description": "SourceOfPreviousValues (0400,0564), for example the sending institution"},
+    )
+
+
+@blueprint.post("/instances/import")
+def import_instances() -> tuple[Response, int]:
+    """Check DICOM files, repair them on request, store them and optionally send them."""
+    query = load_query(ImportQuery())
+    uploads = _uploads()
+    config = services().config
+    repair = config["IMPORT_REPAIR"] if query["repair"] is None else query["repair"]
+    options = ImportOptions(
+        repair=bool(repair),
+        reason=query["reason"],
+        source=query["source"],
+        uid_root=config["DICOM_UID_ROOT"],
+        timeout=services().timeout,
+    )
+
+    store = services().instances
+    store.check_usable()
+    try:
+        results = import_files(uploads, store, options)
+    except OSError as error:
+        raise Unavailable(f"Could not write to the storage folder: {error}") from error
+
+    accepted = [result for result in results if result["accepted"]]
+    if not accepted:
+        raise InvalidRequest(
+            "No file was imported: none is a complete DICOM file.",
+            {result["name"]: [result["message"]] for result in results},
+        )
+    if query["send"]:
+        _send(accepted)
+
+    data = {
+        "total": len(results),
+        "accepted": len(accepted),
+        "rejected": len(results) - len(accepted),
+        "repaired": sum(1 for result in accepted if result["repaired"]),
+        "results": results,
+    }
+    message = f"Imported {len(accepted)} of {len(results)} DICOM files"
+    if query["send"]:
+        message += " and sent them to Orthanc"
+    return success(data, message, 201)
+
+
+def create_request_body() -> Any:
+    """Return the body of a create request, from JSON or from a multipart form.
+
+    In a multipart form the fields are form values, and the ``image`` or
+    ``pdf`` part is the file itself.
+    """
+    if request.mimetype != "multipart/form-data":
+        return json_body()
+
+    body: dict[str, Any] = dict(request.form.items())
+    for name in ("image", "pdf"):
+        part = request.files.get(name)
+        if part is not None:
+            body[name] = part.read()
+    unknown = [name for name in request.files if name not in ("image", "pdf")]
+    if unknown:
+        raise InvalidRequest(
+            "Invalid request body",
+            {name: ["Unknown file part. Send the file as 'image' or 'pdf'."] for name in unknown},
+        )
+    return body
+
+
+def _uploads() -> list[Upload]:
+    if request.mimetype == "multipart/form-data":
+        uploads = [
+            Upload(_label(part.filename or field_name), part.read())
+            for field_name, part in request.files.items(multi=True)
+        ]
+        if not uploads:
+            raise InvalidRequest(
+                "No file was uploaded.",
+                {"files": ["Attach one or more DICOM files as multipart file parts."]},
+            )
+        return uploads
+
+    if request.mimetype in DICOM_MEDIA_TYPES:
+        return [Upload(RAW_BODY_NAME, request.get_data())]
+
+    raise InvalidRequest(
+        f"Unsupported Content-Type {request.mimetype or 'none'!r}.",
+        {"body": ["Send one file as application/dicom, or several as multipart/form-data."]},
+    )
+
+
+def _label(filename: str) -> str:
+    """Return a client's filename fit for messages and logs: printable, at most 255 characters."""
+    printable = "".join(character for character in filename if character.isprintable())
+    return printable[:MAX_LABEL_LENGTH] or "unnamed file"
+
+
+def _send(accepted: list[dict[str, Any]]) -> None:
+    """Send the stored files over one association and add each file's outcome."""
+    store = services().instances
+    paths = [store.resolve(result["filename"]) for result in accepted]
+    target = target_from({}, services().config)
+    outcomes = send_files(paths, target, services().timeout, services().orthanc)
+
+    by_name = {outcome["filename"]: outcome for outcome in outcomes}
+    for result in accepted:
+        outcome = by_name[result["filename"]]
+        result["send"] = {
+            "success": outcome["success"],
+            "status": outcome["status"],
+            "orthancId": outcome.get("orthancId"),
+        }
+
+    failed = [result for result in accepted if not result["send"]["success"]]
+    if failed:
+        names = ", ".join(result["filename"] for result in accepted)
+        raise PacsError(
+            f"Stored {names}, but {target.called_aet}@{target.host}:{target.port} "
+            f"did not store {len(failed)} of {len(accepted)} files. Fix them and "
+            "send again with POST /api/dicom/instances/{filename}/send.",
+            {
+                result["filename"]: [
+                    f"C-STORE status {result['send']['status']}.",
+                    *result["remainingProblems"],
+                ]
+                for result in failed
+            },
+        )
+
+
+def _register_documentation() -> None:
+    register_query(f"{blueprint.name}.import_instances", ImportQuery)
+
+
+_register_documentation()
