@@ -9,8 +9,10 @@ the synthetic image. The schemas, the templates and ``GET
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+
+from pydicom.sr.codedict import codes
 
 from .dump import template_dir
 
@@ -27,6 +29,20 @@ class Modality:
     photometric_interpretation: str
     bits_allocated: int
     bits_stored: int
+    # Default Image Laterality (0020,0062) for IODs where it is type 1, else None.
+    image_laterality: str | None = None
+    # True when the IOD needs an Anatomic Region Sequence item, which is
+    # coded from Body Part Examined.
+    anatomic_region_required: bool = False
+
+
+@dataclass(frozen=True)
+class CodedConcept:
+    """A code of a Code Sequence item (PS3.3 section 8.8)."""
+
+    code_value: str
+    coding_scheme_designator: str
+    code_meaning: str
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,8 @@ class ModalityTable:
     modalities: dict[str, Modality]
     secondary_capture: tuple[str, ...]
     default: str
+    unpaired_body_parts: frozenset[str] = frozenset()
+    anatomic_regions: dict[str, CodedConcept] = field(default_factory=dict)
 
     def codes(self) -> list[str]:
         return sorted({*self.modalities, *self.secondary_capture})
@@ -65,6 +83,8 @@ def load_table() -> ModalityTable:
             photometric_interpretation=entry["photometricInterpretation"],
             bits_allocated=int(entry["bitsAllocated"]),
             bits_stored=int(entry["bitsStored"]),
+            image_laterality=entry.get("imageLaterality"),
+            anatomic_region_required=bool(entry.get("anatomicRegionRequired", False)),
         )
         for code, entry in raw["modalities"].items()
     }
@@ -72,4 +92,15 @@ def load_table() -> ModalityTable:
         modalities=modalities,
         secondary_capture=tuple(raw["secondaryCapture"]["modalities"]),
         default=raw["default"],
+        unpaired_body_parts=frozenset(raw["unpairedBodyParts"]["values"]),
+        anatomic_regions={
+            body_part: _snomed_concept(name)
+            for body_part, name in raw["anatomicRegions"]["codes"].items()
+        },
     )
+
+
+def _snomed_concept(name: str) -> CodedConcept:
+    """Return the SNOMED CT concept that pydicom's code dictionary calls ``name``."""
+    code = getattr(codes.SCT, name)
+    return CodedConcept(code.value, code.scheme_designator, code.meaning)
