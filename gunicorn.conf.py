@@ -5,7 +5,8 @@ import os
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-# A send may wait for three DCMTK network timeouts in a row.
+# A request may run DCMTK tools for several DCMTK_TIMEOUT periods, for
+# example a batch send, which is allowed one timeout per file.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = 30
 accesslog = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from .dcmtk import DcmtkError, DcmtkNotFound
@@ -63,17 +63,23 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def handle_service_error(error: ServiceError) -> tuple[Response, int]:
         if error.status >= 500:
-            logger.error("%s: %s", type(error).__name__, error.message)
+            logger.error("%s: %s (%s)", type(error).__name__, error.message, _ids())
         else:
-            logger.info("Rejected request: %s", error.message)
-        return failure(error.message, error.status, error.errors)
+            logger.info("Rejected request: %s (%s)", error.message, _ids())
+        response, status = failure(error.message, error.status, error.errors)
+        if isinstance(error, Unauthorized):
+            # RFC 6750 section 3: a 401 names the scheme the client must use.
+            response.headers["WWW-Authenticate"] = 'Bearer realm="dicom-service"'
+        return response, status
 
     @app.errorhandler(DcmtkError)
     def handle_dcmtk_error(error: DcmtkError) -> tuple[Response, int]:
         # A missing binary is a deployment problem (503). Any other failure
         # of a local tool on a file that the service wrote is a bug (500).
         status = 503 if isinstance(error, DcmtkNotFound) else 500
-        logger.error("%s (command: %s)", error.message, error.command_line)
+        logger.error(
+            "%s (command: %s) (%s)", error.message, error.command_line, _ids()
+        )
         return failure(error.message, status)
 
     @app.errorhandler(HTTPException)
@@ -83,8 +89,18 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> tuple[Response, int]:
-        logger.exception("Unhandled error")
+        logger.exception("Unhandled error (%s)", _ids())
         return failure(f"Internal server error: {type(error).__name__}.", 500)
+
+
+def _ids() -> str:
+    """Return the request ID and the route's arguments (such as the filename)."""
+    view_args = request.view_args or {}
+    arguments = " ".join(
+        f"{name}={str(value)[:80]!r}" for name, value in view_args.items()
+    )
+    request_id = f"request_id={g.get('request_id', '')}"
+    return f"{request_id} {arguments}".strip()
 
 
 def _http_message(error: HTTPException) -> str:

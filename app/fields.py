@@ -32,6 +32,7 @@ PN_MAX_COMPONENTS = 5
 # LO, SH, PN and CS except ESC for code extensions, which this service does
 # not write, and every value is one line of a dump file.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _CS_VALUE = re.compile(r"^[A-Z0-9 _]*$")
 _DATE_FORMATS = ("%Y%m%d", "%Y-%m-%d")
 _TIME_FORMATS = (
@@ -170,6 +171,13 @@ def text_problems(text: str, vr: str) -> list[str]:
 
     if _CONTROL.search(text):
         problems.append(f"Must not contain control characters such as line breaks ({vr}).")
+    if _SURROGATE.search(text):
+        # JSON escapes such as "\ud800" decode to lone surrogates, which no
+        # character set can encode, so the dump file could not be written.
+        problems.append(
+            "Must not contain unpaired surrogate code points (U+D800 to U+DFFF) "
+            f"({vr})."
+        )
     if "\\" in text:
         problems.append(
             f"Must not contain a backslash, which separates values in DICOM ({vr})."

@@ -11,7 +11,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from . import dcmtk
-from .errors import PacsError
+from .errors import NotFound, PacsError
 from .orthanc import OrthancClient, OrthancError
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ def send_files(
     PacsError
         If the association could not be established; the message contains
         DCMTK's own message.
+    NotFound
+        If storescu failed because a file was deleted while it was being sent.
     """
     try:
         outcome = dcmtk.storescu(
@@ -68,6 +70,13 @@ def send_files(
     except dcmtk.DcmtkNotFound:
         raise
     except dcmtk.DcmtkError as error:
+        deleted = [path.name for path in paths if not path.exists()]
+        if deleted:
+            raise NotFound(
+                f"{', '.join(deleted)} was deleted while it was being sent to "
+                f"{target.called_aet}@{target.host}:{target.port}. DCMTK output: "
+                f"{error.message}"
+            ) from error
         raise PacsError(
             f"Sending to {target.called_aet}@{target.host}:{target.port} failed: "
             f"{error.message}"
