@@ -9,8 +9,7 @@ WORKDIR /srv/dicom-service
 COPY setup.cfg pyproject.toml README.md gunicorn.conf.py ./
 COPY app ./app
 COPY templates_dump ./templates_dump
-RUN pip install --no-cache-dir . \
-    && python -m app.standard build --output /usr/local/share/dicom-standard
+RUN pip install --no-cache-dir .
 
 RUN useradd --system --home-dir /var/lib/dicom --shell /usr/sbin/nologin dicom \
     && mkdir -p /var/lib/dicom/instances /var/lib/dicom/worklists \
@@ -19,7 +18,6 @@ RUN useradd --system --home-dir /var/lib/dicom --shell /usr/sbin/nologin dicom \
 ENV PORT=3000 \
     DICOM_STORAGE_DIR=/var/lib/dicom/instances \
     WORKLIST_DIR=/var/lib/dicom/worklists \
-    DICOM_STANDARD_DIR=/usr/local/share/dicom-standard \
     PYTHONUNBUFFERED=1
 
 USER dicom
