@@ -8,8 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import dcmtk, template_dictionary
-from .dump import DumpRenderer, MultiValue
+from . import template_dictionary
+from .dump import DumpRenderer, MultiValue, convert
 from .modalities import Modality, load_table
 from .storage import FileStore
 from .uids import generate_uid
@@ -97,15 +97,8 @@ class InstanceBuilder:
             IMAGE_TEMPLATE, {"ds": dataset, "iod_template": modality.iod_template}
         )
 
-        dump_path = self.store.temporary_path(".dump")
-        output_path = self.store.temporary_path(".dcm")
-        try:
-            dump_path.write_bytes(dump)
-            dcmtk.dump2dcm(dump_path, output_path, self.timeout, self.dictionary)
-            final = self.store.publish(output_path)
-        finally:
-            dump_path.unlink(missing_ok=True)
-            output_path.unlink(missing_ok=True)
+        temporary = convert(dump, self.store, self.timeout, self.dictionary)
+        final = self.store.publish(temporary)
 
         logger.info(
             "Wrote %s (%s, SOP Instance UID %s)",

@@ -21,6 +21,9 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydicom.charset import python_encoding
 
+from . import dcmtk
+from .storage import FileStore
+
 # Specific Character Set (0008,0005) defined terms, PS3.3 section C.12.1.1.2.
 LATIN1 = "ISO_IR 100"
 UTF8 = "ISO_IR 192"
@@ -128,3 +131,25 @@ def _strings(value: Any) -> Iterator[str]:
     elif isinstance(value, (list, tuple)):
         for item in value:
             yield from _strings(item)
+
+
+def convert(
+    dump: bytes, store: FileStore, timeout: float, dictionary: Path | None = None
+) -> Path:
+    """Convert ``dump`` with ``dump2dcm`` into a temporary file of ``store``.
+
+    Returns the temporary path, which the caller publishes. Its name matches
+    no listing pattern, so neither the listing nor Orthanc's worklist plugin
+    reads the file before it is whole. On failure nothing is left behind.
+    """
+    dump_path = store.temporary_path(".dump")
+    output_path = store.temporary_path(".part")
+    try:
+        dump_path.write_bytes(dump)
+        dcmtk.dump2dcm(dump_path, output_path, timeout, dictionary)
+    except BaseException:
+        output_path.unlink(missing_ok=True)
+        raise
+    finally:
+        dump_path.unlink(missing_ok=True)
+    return output_path

@@ -22,9 +22,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from . import dcmtk
 from .builder import DEFAULT_MODALITY
-from .dump import DumpRenderer
+from .dump import DumpRenderer, convert
 from .storage import FileStore, StoredFile
 from .uids import generate_uid
 
@@ -98,12 +97,19 @@ class WorklistWriter:
     """Writes worklist entries into a :class:`FileStore` with ``dump2dcm``."""
 
     def __init__(
-        self, store: FileStore, renderer: DumpRenderer, uid_root: str, timeout: float
+        self,
+        store: FileStore,
+        renderer: DumpRenderer,
+        uid_root: str,
+        timeout: float,
+        dictionary: Path | None = None,
     ) -> None:
         self.store = store
         self.renderer = renderer
         self.uid_root = uid_root
         self.timeout = timeout
+        # The data dictionary that dump2dcm loads (see app.template_dictionary).
+        self.dictionary = dictionary
 
     def create(self, body: dict[str, Any]) -> WrittenWorklist:
         """Write a new entry from a validated request body.
@@ -121,8 +127,8 @@ class WorklistWriter:
             final = self.store.publish_preferred(temporary, preferred)
 
         logger.info(
-            "Wrote worklist %s (accession number %s, patient %s, %s on %s)",
-            final.name, top["AccessionNumber"], top["PatientID"], step["Modality"],
+            "Wrote worklist %s (accession number %s, %s on %s)",
+            final.name, top["AccessionNumber"], step["Modality"],
             step["ScheduledProcedureStepStartDate"],
         )  # fmt: skip
         return self._written(final, top, charset)
@@ -201,19 +207,7 @@ class WorklistWriter:
         dump, charset = self.renderer.render(
             WORKLIST_TEMPLATE, {"ds": top, "sps": step}
         )
-        # The temporary names end in neither ".wl" nor the store's pattern, so
-        # neither the plugin nor the listing reads a file before it is whole.
-        dump_path = self.store.temporary_path(".dump")
-        output_path = self.store.temporary_path(".part")
-        try:
-            dump_path.write_bytes(dump)
-            dcmtk.dump2dcm(dump_path, output_path, self.timeout)
-        except BaseException:
-            output_path.unlink(missing_ok=True)
-            raise
-        finally:
-            dump_path.unlink(missing_ok=True)
-        return output_path, charset
+        return convert(dump, self.store, self.timeout, self.dictionary), charset
 
     def _written(
         self, path: Path, top: dict[str, Any], charset: str | None

@@ -265,7 +265,11 @@ def create_instance_for_worklist(filename: str) -> tuple[Response, int]:
 def _writer() -> WorklistWriter:
     found = services()
     return WorklistWriter(
-        found.worklists, found.renderer, found.config["DICOM_UID_ROOT"], found.timeout
+        found.worklists,
+        found.renderer,
+        found.config["DICOM_UID_ROOT"],
+        found.timeout,
+        found.builder.dictionary,
     )
 
 
