@@ -49,12 +49,7 @@ class DicomText(fields.String):
     def __init__(self, keyword: str, vr: str | None = None, **kwargs: Any) -> None:
         self.keyword = keyword
         self.vr = vr or str(dictionary_VR(keyword))
-        kwargs.setdefault("error_messages", {"null": NULL_MESSAGE})
-        kwargs.setdefault(
-            "metadata",
-            {"description": f"{keyword} ({self.vr})", "x-dicom-keyword": keyword},
-        )
-        super().__init__(**kwargs)
+        super().__init__(**_element_options(kwargs, keyword, f"{keyword} ({self.vr})"))
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
@@ -74,15 +69,8 @@ class DicomDate(fields.String):
 
     def __init__(self, keyword: str, **kwargs: Any) -> None:
         self.keyword = keyword
-        kwargs.setdefault("error_messages", {"null": NULL_MESSAGE})
-        kwargs.setdefault(
-            "metadata",
-            {
-                "description": f"{keyword} (DA), YYYYMMDD or YYYY-MM-DD",
-                "x-dicom-keyword": keyword,
-            },
-        )
-        super().__init__(**kwargs)
+        description = f"{keyword} (DA), YYYYMMDD or YYYY-MM-DD"
+        super().__init__(**_element_options(kwargs, keyword, description))
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
@@ -96,15 +84,8 @@ class DicomTime(fields.String):
 
     def __init__(self, keyword: str, **kwargs: Any) -> None:
         self.keyword = keyword
-        kwargs.setdefault("error_messages", {"null": NULL_MESSAGE})
-        kwargs.setdefault(
-            "metadata",
-            {
-                "description": f"{keyword} (TM), HHMMSS, HHMM, HH:MM or HH:MM:SS",
-                "x-dicom-keyword": keyword,
-            },
-        )
-        super().__init__(**kwargs)
+        description = f"{keyword} (TM), HHMMSS, HHMM, HH:MM or HH:MM:SS"
+        super().__init__(**_element_options(kwargs, keyword, description))
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
@@ -124,10 +105,7 @@ class DicomInteger(fields.Integer):
             "error_messages",
             {"null": NULL_MESSAGE, "invalid": "Must be a whole number (IS)."},
         )
-        kwargs.setdefault(
-            "metadata", {"description": f"{keyword} (IS)", "x-dicom-keyword": keyword}
-        )
-        super().__init__(**kwargs)
+        super().__init__(**_element_options(kwargs, keyword, f"{keyword} (IS)"))
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
@@ -149,11 +127,7 @@ class DicomUID(fields.String):
 
     def __init__(self, keyword: str, **kwargs: Any) -> None:
         self.keyword = keyword
-        kwargs.setdefault("error_messages", {"null": NULL_MESSAGE})
-        kwargs.setdefault(
-            "metadata", {"description": f"{keyword} (UI)", "x-dicom-keyword": keyword}
-        )
-        super().__init__(**kwargs)
+        super().__init__(**_element_options(kwargs, keyword, f"{keyword} (UI)"))
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
@@ -163,6 +137,15 @@ class DicomUID(fields.String):
         if problems:
             raise ValidationError([f"Invalid UID (UI): {problem}" for problem in problems])
         return text
+
+
+def _element_options(
+    kwargs: dict[str, Any], keyword: str, description: str
+) -> dict[str, Any]:
+    """Add the null message and the OpenAPI description of a field to ``kwargs``."""
+    kwargs.setdefault("error_messages", {"null": NULL_MESSAGE})
+    kwargs.setdefault("metadata", {"description": description, "x-dicom-keyword": keyword})
+    return kwargs
 
 
 def text_problems(text: str, vr: str) -> list[str]:
