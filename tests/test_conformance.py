@@ -112,6 +112,11 @@ def test_instance_passes_dciodvfy(client: FlaskClient, modality: str, kind: str)
     assert errors == []
     assert unexpected == []
 
+    report = client.get(f"/api/dicom/instances/{data['filename']}/validate").get_json()["data"]
+    assert report["iod"]["ran"] is True
+    assert report["iod"]["errors"] == 0, report["iod"]["findings"]
+    assert report["isValid"] is True
+
     dataset = pydicom.dcmread(path)
     expected_class = load_table().lookup(modality).sop_class_uid
     assert dataset.SOPClassUID == expected_class
