@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
     # The edition bundled in app/standard_data; an empty value turns the IOD check off.
     "DICOM_STANDARD_DIR": str(BUNDLED_STANDARD_DIR),
-    # Repair imported files unless the request says repair=false.
+    # Repair imported files unless the request sets repair=false.
     "IMPORT_REPAIR": False,
 }
 

@@ -140,7 +140,8 @@ def convert(
 
     Returns the temporary path, which the caller publishes. Its name matches
     no listing pattern, so neither the listing nor Orthanc's worklist plugin
-    reads the file before it is whole. On failure nothing is left behind.
+    reads the file before it is whole. On failure both temporary files are
+    removed.
     """
     dump_path = store.temporary_path(".dump")
     output_path = store.temporary_path(".part")

@@ -20,7 +20,7 @@ from .uids import check_root
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("app.requests")
 
-# Routes that answer without a token, so that orchestrators can probe them.
+# Routes that respond without a token, so that orchestrators can probe them.
 OPEN_ENDPOINTS = {"service.health"}
 
 # A client's X-Request-ID is kept only when it cannot forge log lines.

@@ -32,7 +32,7 @@ START_TIMEOUT = 30
 
 @dataclass
 class OrthancSettings:
-    """Where the local Orthanc keeps its files and which ports it listens on."""
+    """Folders and ports of a local Orthanc."""
 
     directory: Path
     worklist_dir: Path
@@ -86,7 +86,7 @@ def configuration(settings: OrthancSettings) -> dict[str, Any]:
         "DicomAlwaysAllowFindWorklist": True,
         "DicomAlwaysAllowFind": True,
         # Text of files without Specific Character Set, and of C-FIND
-        # answers, is UTF-8 so names in any script come back intact.
+        # responses, is UTF-8 so names in any script come back intact.
         "DefaultEncoding": "Utf8",
         "Plugins": [worklist_plugin()],
         "Worklists": {"Enable": True, "Database": str(settings.worklist_dir)},
@@ -112,7 +112,7 @@ class LocalOrthanc:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        """Start Orthanc and wait until its REST API answers."""
+        """Start Orthanc and wait until its REST API responds."""
         binary = shutil.which("Orthanc")
         if binary is None:
             raise FileNotFoundError("Orthanc not found on PATH. Install the Debian package 'orthanc'.")
@@ -161,7 +161,7 @@ class LocalOrthanc:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"Orthanc did not answer on {self.settings.url} within {START_TIMEOUT} s.")
+        raise RuntimeError(f"Orthanc did not respond on {self.settings.url} within {START_TIMEOUT} s.")
 
 
 def main(argv: list[str] | None = None) -> int:
