@@ -36,6 +36,8 @@ PROCESS_MARGIN = 2
 
 _STATUS_LINE = re.compile(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})(?::\s*(.*))?")
 _SENDING_LINE = re.compile(r"Sending file: (.+)$")
+# With --no-halt, storescu skips a file it cannot send and says why.
+_IGNORED_LINE = re.compile(r"W: (.+) in file: (.+), ignoring file$")
 
 
 class DcmtkError(Exception):
@@ -97,7 +99,7 @@ class StoreStatus:
     @property
     def status_text(self) -> str:
         if self.status is None:
-            return "no response"
+            return self.description or "no response"
         return f"0x{self.status:04X} {self.description}".strip()
 
 
@@ -258,6 +260,9 @@ def storescu(
         # so uncompressed files stay uncompressed.
         "--required",
         "--propose-jpeg8",
+        # Goes on after a failed store or an unreadable file, so one bad file
+        # of a batch does not stop the others.
+        "--no-halt",
         "--aetitle", calling_aet,
         "--call", called_aet,
         "--timeout", seconds,
@@ -321,6 +326,12 @@ def _store_statuses(output: str) -> list[StoreStatus]:
     current: str | None = None
 
     for line in output.splitlines():
+        ignored = _IGNORED_LINE.search(line)
+        if ignored:
+            reason, path = ignored.groups()
+            statuses.append(StoreStatus(path.strip(), None, f"not sent: {reason}"))
+            continue
+
         sending = _SENDING_LINE.search(line)
         if sending:
             current = sending.group(1).strip()

@@ -24,6 +24,7 @@ from typing import Any
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import (
+    UID,
     EncapsulatedPDFStorage,
     SecondaryCaptureImageStorage,
     VLPhotographicImageStorage,
@@ -140,6 +141,17 @@ def remember_uids(inspections: list[Inspection], context: RepairContext) -> None
             context.known_series.setdefault(series_key(dataset, study), series)
 
 
+def is_storage_sop_class(value: str) -> bool:
+    """Return whether pydicom's UID dictionary lists ``value`` as a Storage SOP Class.
+
+    DCMTK writes a placeholder of its own into the file meta information of a
+    dataset without SOP Class UID; such a value must not be copied back.
+    """
+    uid = UID(value)
+    # Names such as "Digital X-Ray Image Storage - For Presentation" carry a suffix.
+    return uid.type == "SOP Class" and "Storage" in uid.name
+
+
 def plan_changes(inspection: Inspection, data: bytes, context: RepairContext) -> list[Change]:
     """List the changes that make the inspected file acceptable, without writing them."""
     dataset = inspection.dataset
@@ -150,7 +162,7 @@ def plan_changes(inspection: Inspection, data: bytes, context: RepairContext) ->
         return element_text(dataset, keyword) if keyword in dataset else None
 
     sop_class = element_text(dataset, "SOPClassUID")
-    if not sop_class and element_text(meta, "MediaStorageSOPClassUID"):
+    if not sop_class and is_storage_sop_class(element_text(meta, "MediaStorageSOPClassUID")):
         sop_class = element_text(meta, "MediaStorageSOPClassUID")
         changes.append(
             Change("SOPClassUID", sop_class, original("SOPClassUID"),

@@ -83,7 +83,10 @@ def send_files(
         ) from error
 
     statuses = {Path(status.path).name: status for status in outcome.statuses}
-    output = (outcome.result.stderr + outcome.result.stdout).strip()
+    # storescu runs with --debug so that the statuses can be parsed; the
+    # response keeps its informational, warning and error lines.
+    lines = (outcome.result.stderr + outcome.result.stdout).splitlines()
+    output = "\n".join(line for line in lines if not line.startswith("D:")).strip()
     results = []
     for path in paths:
         status = statuses.get(path.name)
@@ -92,6 +95,9 @@ def send_files(
             "success": bool(status and status.succeeded),
             "status": status.status_text if status else "no response",
         }
+        if not result["success"] and not path.exists():
+            result["deleted"] = True
+            result["status"] = "not sent: the file was deleted while it was being sent"
         if result["success"] and orthanc is not None and target.is_configured_orthanc:
             result["orthancId"] = _confirm(orthanc, path)
         results.append(result)

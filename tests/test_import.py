@@ -600,3 +600,22 @@ def test_image_keeps_requested_laterality(client: FlaskClient) -> None:
     assert response.status_code == 201, response.get_json()
     assert dcmread(data["filepath"]).Laterality == "L"
     assert dciodvfy_errors(Path(data["filepath"])) == []
+
+
+def test_placeholder_sop_class_is_not_restored(client: FlaskClient) -> None:
+    dataset = image_dataset()
+    data = part10(dataset)
+    dataset = dcmread(io.BytesIO(data))
+    del dataset.SOPClassUID
+    # DCMTK writes this placeholder into the meta information of a dataset
+    # without SOP Class UID.
+    dataset.file_meta.MediaStorageSOPClassUID = "1.2.276.0.7230010.3.1.0.1"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+
+    response = upload(client, buffer.getvalue(), "?repair=true")
+    result = response.get_json()["data"]["results"][0]
+
+    assert [change["keyword"] for change in result["changes"]].count("SOPClassUID") == 0
+    assert result["complete"] is False
+    assert any("SOPClassUID" in problem for problem in result["remainingProblems"])

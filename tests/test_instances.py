@@ -560,3 +560,38 @@ def test_workflow_command_runs(tmp_path: Path, orthanc: LocalOrthanc, monkeypatc
     assert "(0010,0020) LO [123456]" in output
     assert "C-STORE status: 0x0000" in output
     assert status in (0, 1)
+
+
+def test_batch_send_goes_on_after_bad_file(
+    client: FlaskClient, app: Flask, orthanc: LocalOrthanc, orthanc_api: requests.Session
+) -> None:
+    good = [create(client, {"patientID": f"G{number}"}) for number in range(2)]
+    dataset = pydicom.dcmread(good[0]["filepath"])
+    del dataset.SOPClassUID
+    dataset.file_meta.MediaStorageSOPClassUID = ""
+    dataset.save_as(Path(app.config["DICOM_STORAGE_DIR"]) / "instance_3.dcm")
+    names = ["instance_3.dcm", good[0]["filename"], good[1]["filename"]]
+
+    response = client.post("/api/dicom/instances/send", json={"filenames": names})
+    envelope = response.get_json()
+
+    assert response.status_code == 502
+    assert list(envelope["errors"]) == ["instance_3.dcm"]
+    assert "not sent" in envelope["errors"]["instance_3.dcm"][0]
+    assert "stored 2 of 3" in envelope["message"]
+    for item in good:
+        found = orthanc_api.post(
+            f"{orthanc.settings.url}/tools/lookup", data=item["uids"]["sopInstanceUID"], timeout=5
+        ).json()
+        assert len(found) == 1
+
+
+def test_send_output_has_no_debug_lines(client: FlaskClient) -> None:
+    created = create(client, {"patientID": "X"})
+
+    output = client.post(f"/api/dicom/instances/{created['filename']}/send").get_json()[
+        "data"
+    ]["output"]
+
+    assert "Received Store Response" in output
+    assert not any(line.startswith("D:") for line in output.splitlines())

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, send_file
 
 from .. import dcmtk
 from ..content import create_from_content, has_content
-from ..errors import InvalidRequest, PacsError, ServiceError, Unavailable
+from ..errors import InvalidRequest, NotFound, PacsError, ServiceError, Unavailable
 from ..modalities import load_table
 from ..responses import success
 from ..schemas import (
@@ -126,6 +126,11 @@ def send_instance(filename: str) -> tuple[Response, int]:
     target = target_from(body, services().config)
 
     result = send_files([path], target, services().timeout, services().orthanc)[0]
+    if result.get("deleted"):
+        raise NotFound(
+            f"{filename} was deleted while it was being sent to "
+            f"{target.called_aet}@{target.host}:{target.port}."
+        )
     if not result["success"]:
         raise PacsError(
             f"{target.called_aet}@{target.host}:{target.port} did not store "
