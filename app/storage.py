@@ -34,6 +34,12 @@ TEMPORARY_PREFIX = ".tmp-"
 # ID runs, because no write takes this long and process IDs are reused.
 STALE_TEMPORARY_SECONDS = 3600
 
+# Linux stamps a folder's mtime from a coarse clock (one timer tick), so two
+# changes within one tick can leave the same mtime. A cached listing is
+# reused on an unchanged folder mtime only if its scan began this many
+# seconds after that mtime, far more than one tick.
+FOLDER_MTIME_MARGIN = 1.0
+
 
 @dataclass
 class StoredFile:
@@ -66,6 +72,7 @@ class FileStore:
         self._listing_lock = threading.Lock()
         self._cached_inodes: dict[str, int] = {}
         self._cached_files: list[StoredFile] = []
+        self._cached_folder_mtime: int | None = None
 
     def open(self) -> None:
         """Create the folder if needed and remove orphaned temporary files."""
@@ -202,25 +209,40 @@ class FileStore:
     def listing(self, limit: int | None, offset: int) -> tuple[int, list[StoredFile]]:
         """Return the number of files and one page of them, newest first.
 
-        Every call reads the folder, but only files with a name or inode
-        number not seen by the previous call are stat'ed, because one
-        ``lstat`` per file made a page of 10,000 files take over 50 ms.
+        The sorted files are cached per store, because one ``lstat`` per
+        file made a page of 10,000 files take over 50 ms. A call stats only
+        the files whose name or inode number is new since the previous call,
+        and reads no folder entries while the folder's mtime is unchanged.
         """
         files = self._sorted_files()
         page = files[offset:] if limit is None else files[offset : offset + limit]
         return len(files), page
 
     def _sorted_files(self) -> list[StoredFile]:
+        started = time.time()
+        try:
+            folder_mtime: int | None = os.stat(self.root).st_mtime_ns
+        except FileNotFoundError:
+            folder_mtime = None
+        with self._listing_lock:
+            if folder_mtime is not None and folder_mtime == self._cached_folder_mtime:
+                return self._cached_files
+
         inodes = self._listed_inodes()
+        settled = (
+            folder_mtime is not None
+            and started - folder_mtime / 1e9 > FOLDER_MTIME_MARGIN
+        )
         with self._listing_lock:
             if inodes == self._cached_inodes:
+                self._cached_folder_mtime = folder_mtime if settled else None
                 return self._cached_files
             known = {item.filename: item for item in self._cached_files}
             known_inodes = self._cached_inodes
 
         # NOTE: a file rewritten in place keeps its inode number, so the
         # listing shows its old size and times until the file is renamed
-        # or replaced; the service itself only publishes new inodes.
+        # or replaced. The service itself only publishes new inodes.
         files = []
         for name, inode in inodes.items():
             item = known.get(name)
@@ -233,6 +255,7 @@ class FileStore:
         with self._listing_lock:
             self._cached_inodes = inodes
             self._cached_files = files
+            self._cached_folder_mtime = folder_mtime if settled else None
         return files
 
     def _listed_inodes(self) -> dict[str, int]:

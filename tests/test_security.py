@@ -177,18 +177,16 @@ def test_every_route_works_with_token(secured_app: Flask) -> None:
     filename = created_path(create(client, CONTRACT_EXAMPLE, headers=AUTH)).name
 
     for endpoint, method, url in route_requests(secured_app, filename):
-        response = client.open(
-            url, method=method, headers=AUTH, json=VALID_BODIES.get(endpoint)
-        )
+        body = VALID_BODIES.get(endpoint)
         if endpoint == "instances.send_batch":
-            response = client.post(url, headers=AUTH, json={"filenames": [filename]})
+            body = {"filenames": [filename]}
+        with client.open(url, method=method, headers=AUTH, json=body) as response:
+            content = response.get_data()[:300]
+
         assert response.status_code != 401, (method, url)
         assert response.status_code < 500 or endpoint == "service.health", (method, url)
-        response.close()
         if endpoint in SUCCESS_STATUS:
-            assert response.status_code == SUCCESS_STATUS[endpoint], (
-                method, url, response.get_data()[:300],
-            )  # fmt: skip
+            assert response.status_code == SUCCESS_STATUS[endpoint], (method, url, content)
 
 
 def test_token_scheme_is_case_insensitive(secured_app: Flask) -> None:

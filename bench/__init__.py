@@ -1,0 +1,1 @@
+"""The benchmark of the service against bare DCMTK tools and Orthanc."""
