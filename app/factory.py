@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .config import load_config
@@ -73,6 +73,10 @@ def _register_request_hooks(app: Flask) -> None:
     @app.after_request
     def finish_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        if response.status_code >= 400 and _has_body(request):
+            # A request rejected before its body was read leaves that body on
+            # the connection, so the next request on it would be misread.
+            response.headers["Connection"] = "close"
         elapsed = (time.monotonic() - g.get("started", time.monotonic())) * 1000
         request_logger.info(
             "%s %s %d %.1f ms request_id=%s",
@@ -80,6 +84,12 @@ def _register_request_hooks(app: Flask) -> None:
             g.get("request_id", ""),
         )  # fmt: skip
         return response
+
+
+def _has_body(incoming: Request) -> bool:
+    return bool(incoming.content_length) or "chunked" in incoming.headers.get(
+        "Transfer-Encoding", ""
+    ).lower()
 
 
 def _check_chunked_length(app: Flask) -> None:

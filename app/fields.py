@@ -30,8 +30,9 @@ PN_MAX_COMPONENTS = 5
 
 # C0 and C1 control characters. PS3.5 section 6.1.3 allows none of them in
 # LO, SH, PN and CS except ESC for code extensions, which this service does
-# not write, and every value is one line of a dump file.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# not write, and every value is one line of a dump file. The Unicode line
+# and paragraph separators (U+2028, U+2029) break lines too.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CS_VALUE = re.compile(r"^[A-Z0-9 _]*$")
 _DATE_FORMATS = ("%Y%m%d", "%Y-%m-%d")
@@ -58,6 +59,10 @@ class DicomText(fields.String):
         # Leading and trailing spaces are padding for these VRs (PS3.5
         # table 6.2-1), so the stored value is the trimmed one.
         text = text.strip(" ")
+        if self.vr == "PN":
+            # Trailing empty component groups may be left out (PS3.5
+            # section 6.2.1), and readers such as pydicom drop them.
+            text = text.rstrip("=")
         problems = text_problems(text, self.vr)
         if problems:
             raise ValidationError(problems)

@@ -23,7 +23,6 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
-_IPV6 = re.compile(r"^[0-9A-Fa-f:.]{2,45}$")
 
 NOT_EMPTY = validate.Length(min=1, error="Must not be empty.")
 
@@ -143,8 +142,13 @@ class SendSchema(StrictSchema):
 
     @validates("host")
     def check_host(self, value: str, **kwargs: Any) -> None:
-        if not (_HOSTNAME.match(value) or (":" in value and _IPV6.match(value))):
-            raise ValidationError("Must be a host name or an IP address.")
+        # storescu reads "host:port" inside its host argument, so a colon
+        # could replace the checked port; it cannot address IPv6 peers either.
+        if not _HOSTNAME.match(value):
+            raise ValidationError(
+                "Must be a host name or an IPv4 address, without a port "
+                "(the port goes in 'port'). IPv6 addresses are not supported."
+            )
 
 
 class BatchSendSchema(SendSchema):

@@ -11,6 +11,7 @@ taken the same ID.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -19,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +31,9 @@ from .errors import InvalidRequest, NotFound, Unavailable
 logger = logging.getLogger(__name__)
 
 TEMPORARY_PREFIX = ".tmp-"
+
+# Lock file that delete and replace hold; its name matches no listing pattern.
+LOCK_FILE = ".lock"
 
 # A temporary file this old is removed even if a process with its writer's
 # ID runs, because no write takes this long and process IDs are reused.
@@ -126,18 +131,29 @@ class FileStore:
         writer = f"{os.getpid()}-{_start_time(os.getpid())}"
         return self.root / f"{TEMPORARY_PREFIX}{writer}-{uuid.uuid4().hex}{suffix}"
 
-    def publish(self, temporary: Path, filename: str | None = None) -> Path:
-        """Give the finished ``temporary`` file its final name.
-
-        Without ``filename`` a new unique name is chosen. With one, an
-        existing file of that name is replaced atomically.
-        """
+    def publish(self, temporary: Path) -> Path:
+        """Give the finished ``temporary`` file a new unique name and return it."""
         try:
-            if filename is not None:
-                final = self.root / filename
-                os.replace(temporary, final)
-                return final
             return self._link_unique(temporary)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def replace(self, temporary: Path, filename: str) -> Path:
+        """Replace the stored file ``filename`` atomically with ``temporary``.
+
+        Raises
+        ------
+        NotFound
+            If ``filename`` no longer exists, for example because a delete
+            came first. A replace never brings a deleted file back.
+        """
+        final = self.root / filename
+        try:
+            with self._changing():
+                if not final.is_file() or final.is_symlink():
+                    raise NotFound(f"{self.kind.capitalize()} {filename!r} not found.")
+                os.replace(temporary, final)
+            return final
         finally:
             temporary.unlink(missing_ok=True)
 
@@ -178,9 +194,27 @@ class FileStore:
         return ".dcm" if self.kind == "instance" else ".wl"
 
     def delete(self, filename: str) -> None:
+        """Delete the stored file ``filename``; raise :class:`NotFound` if it is gone."""
         path = self.resolve(filename)
-        path.unlink()
+        with self._changing():
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                raise NotFound(f"{self.kind.capitalize()} {filename!r} not found.") from None
         logger.info("Deleted %s %s", self.kind, filename)
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the folder's lock file, so deletes and replaces do not interleave.
+
+        ``flock`` works across the processes of every gunicorn worker.
+        """
+        with open(self.root / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def entries(self) -> Iterator[StoredFile]:
         """Yield every listed file; files that vanish meanwhile are skipped."""

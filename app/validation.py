@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import re
 import struct
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,8 +69,10 @@ def parse_dump(text: str) -> dict[str, DumpElement]:
     available)`` becomes ``None``.
     """
     elements: dict[str, DumpElement] = {}
-    for line in text.splitlines():
-        match = _ELEMENT_LINE.match(line)
+    # dcmdump ends lines with "\n" only. str.splitlines would also split at
+    # characters such as U+2028 inside a value of a file written elsewhere.
+    for line in text.split("\n"):
+        match = _ELEMENT_LINE.match(line.rstrip("\r"))
         if match is None:
             continue
         group, element, vr, raw, length, _multiplicity = match.groups()
@@ -167,7 +170,18 @@ def read_dataset(path: Path) -> tuple[Dataset | None, str]:
     # sets it to IGNORE as well whenever it reads a file.
     config.settings.reading_validation_mode = config.IGNORE
     try:
-        return dcmread(path), ""
+        with warnings.catch_warnings():
+            # pydicom warns, for example, when the dataset's VR encoding is
+            # not the one that TransferSyntaxUID names, and reads on.
+            # check_transfer_syntax reports that case.
+            warnings.simplefilter("ignore")
+            return dcmread(path), ""
+    except RecursionError:
+        return None, (
+            f"{path.name} could not be read as DICOM: its sequences are nested "
+            "more deeply than pydicom can read (it reads each level with a "
+            "recursive call). Check how the file was made."
+        )
     except InvalidDicomError:
         return None, (
             f"{path.name} is not a DICOM file: it has no 'DICM' marker after the "
@@ -296,7 +310,7 @@ def check_values(dataset: Dataset) -> list[ValueFinding]:
     a value is reported once, with the first rule it breaks.
     """
     findings: list[ValueFinding] = []
-    for path, element in _walk(dataset, ""):
+    for path, element in _walk(dataset):
         if element.VR not in TEXT_VRS or element.value is None:
             continue
 
@@ -318,15 +332,29 @@ def check_values(dataset: Dataset) -> list[ValueFinding]:
     return findings
 
 
-def _walk(dataset: Dataset, parent: str) -> Iterator[tuple[str, DataElement]]:
-    for element in dataset:
+def _walk(dataset: Dataset) -> Iterator[tuple[str, DataElement]]:
+    """Yield every element that is not a sequence, depth first, with its path.
+
+    The path names the element and the innermost sequence item that holds
+    it. A stack replaces recursion, so any depth of nested sequences works.
+    """
+    stack: list[tuple[Iterator[DataElement], str]] = [(iter(dataset), "")]
+    while stack:
+        elements, parent = stack[-1]
+        element = next(elements, None)
+        if element is None:
+            stack.pop()
+            continue
+
         name = element.keyword or "unknown element"
-        path = f"{parent}{name} {_tag_text(element.tag)}"
         if element.VR == "SQ":
-            for number, item in enumerate(element.value or [], start=1):
-                yield from _walk(item, f"{name} item {number} / ")
+            items = list(enumerate(element.value or [], start=1))
+            # Reversed, so that item 1 is on top of the stack and walked first.
+            stack.extend(
+                (iter(item), f"{name} item {number} / ") for number, item in reversed(items)
+            )
         else:
-            yield path, element
+            yield f"{parent}{name} {_tag_text(element.tag)}", element
 
 
 def _values(element: DataElement) -> list[str]:

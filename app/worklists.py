@@ -75,6 +75,7 @@ class WrittenWorklist:
     """A worklist file that was just written, and the order it carries."""
 
     path: Path
+    size: int
     patient_id: str
     accession_number: str
     study_instance_uid: str
@@ -84,7 +85,7 @@ class WrittenWorklist:
         return {
             "filename": self.path.name,
             "filepath": str(self.path),
-            "size": self.path.stat().st_size,
+            "size": self.size,
             "accessionNumber": self.accession_number,
             "patientId": self.patient_id,
             "studyInstanceUID": self.study_instance_uid,
@@ -120,6 +121,8 @@ class WorklistWriter:
         """
         top, step = self.dataset(body)
         temporary, charset = self._write(top, step)
+        # Measured before publishing, because a delete may follow at once.
+        size = temporary.stat().st_size
         preferred = _preferred_filename(top["AccessionNumber"])
         if preferred is None:
             final = self.store.publish(temporary)
@@ -131,7 +134,7 @@ class WorklistWriter:
             final.name, top["AccessionNumber"], step["Modality"],
             step["ScheduledProcedureStepStartDate"],
         )  # fmt: skip
-        return self._written(final, top, charset)
+        return self._written(final, size, top, charset)
 
     def replace(self, path: Path, body: dict[str, Any]) -> WrittenWorklist:
         """Replace the entry at ``path`` atomically with a new one from ``body``.
@@ -154,14 +157,15 @@ class WorklistWriter:
         }
         top, step = self.dataset({**kept, **body})
         temporary, charset = self._write(top, step)
-        final = self.store.publish(temporary, path.name)
+        size = temporary.stat().st_size
+        final = self.store.replace(temporary, path.name)
 
         logger.info(
             "Replaced worklist %s (accession number %s)",
             final.name,
             top["AccessionNumber"],
         )
-        return self._written(final, top, charset)
+        return self._written(final, size, top, charset)
 
     def dataset(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Map a request body to the top-level and step element values.
@@ -210,10 +214,11 @@ class WorklistWriter:
         return convert(dump, self.store, self.timeout, self.dictionary), charset
 
     def _written(
-        self, path: Path, top: dict[str, Any], charset: str | None
+        self, path: Path, size: int, top: dict[str, Any], charset: str | None
     ) -> WrittenWorklist:
         return WrittenWorklist(
             path=path,
+            size=size,
             patient_id=top["PatientID"],
             accession_number=top["AccessionNumber"],
             study_instance_uid=top["StudyInstanceUID"],

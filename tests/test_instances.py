@@ -595,3 +595,10 @@ def test_send_output_has_no_debug_lines(client: FlaskClient) -> None:
 
     assert "Received Store Response" in output
     assert not any(line.startswith("D:") for line in output.splitlines())
+
+
+@pytest.mark.parametrize(("value", "stored"), [("=", ""), ("Doe^Jane=", "Doe^Jane"), ("A==", "A")])
+def test_trailing_empty_name_groups_dropped(client: FlaskClient, value: str, stored: str) -> None:
+    data = create(client, {"patientID": "X", "patientName": value})
+
+    assert str(pydicom.dcmread(data["filepath"]).PatientName) == stored

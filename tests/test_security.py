@@ -11,6 +11,7 @@ from typing import Any
 
 import pydicom
 import pytest
+from pydicom.datadict import dictionary_VR
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
@@ -473,6 +474,9 @@ def test_random_text_round_trips_or_400(
     elements = read_elements(created_path(response))
     for field, keyword in TEXT_FIELDS.items():
         expected = body[field].strip(" ")
+        if dictionary_VR(keyword) == "PN":
+            # Trailing empty person name component groups are dropped.
+            expected = expected.rstrip("=")
         if expected:
             assert elements[keyword] == expected, (field, body[field])
         else:

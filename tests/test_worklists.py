@@ -22,6 +22,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from app.local_orthanc import LocalOrthanc
+from app.storage import LOCK_FILE
 
 ROUTE = "/api/orthanc/worklists"
 
@@ -123,7 +124,9 @@ def step_of(dataset: Dataset) -> Dataset:
 
 
 def folder_names(orthanc: LocalOrthanc) -> list[str]:
-    return sorted(path.name for path in orthanc.settings.worklist_dir.iterdir())
+    """Return the files of the worklist folder, without the store's lock file."""
+    folder = orthanc.settings.worklist_dir
+    return sorted(path.name for path in folder.iterdir() if path.name != LOCK_FILE)
 
 
 # Creation and the file written

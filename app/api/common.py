@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import request
@@ -28,6 +29,48 @@ def json_body(required: bool = True) -> Any:
         raise InvalidRequest(
             "Request body is not valid JSON.", {"body": [f"Not valid JSON: {error}."]}
         ) from None
+
+
+# Batch create routes run one dump2dcm per item within a single request.
+MAX_BATCH_ITEMS = 1000
+
+
+def run_batch(
+    wrapper_key: str, kind: str, create_item: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """Create each item of a batch body and count the outcomes.
+
+    The body is a JSON array, or an object whose ``wrapper_key`` holds the
+    array. ``create_item`` returns one envelope per item, so a bad item does
+    not stop the others.
+    """
+    items = json_body()
+    if isinstance(items, dict) and isinstance(items.get(wrapper_key), list):
+        items = items[wrapper_key]
+    if not isinstance(items, list):
+        raise InvalidRequest(
+            "Invalid request body",
+            {"body": [f'Must be a JSON array of {kind} bodies, or {{"{wrapper_key}": [...]}}.']},
+        )
+    if len(items) > MAX_BATCH_ITEMS:
+        raise InvalidRequest(
+            "Invalid request body",
+            {
+                "body": [
+                    f"At most {MAX_BATCH_ITEMS} items per batch, got {len(items)}. "
+                    "Split the batch into several requests."
+                ]
+            },
+        )
+
+    results = [create_item(item) for item in items]
+    succeeded = sum(1 for result in results if result["success"])
+    return {
+        "total": len(results),
+        "succeeded": succeeded,
+        "failed": len(results) - succeeded,
+        "results": results,
+    }
 
 
 def load(schema: Schema, body: Any) -> dict[str, Any]:

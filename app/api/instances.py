@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, send_file
@@ -22,7 +23,7 @@ from ..schemas import (
 from ..sending import send_files, target_from
 from ..services import services
 from ..validation import validate_file
-from .common import json_body, load, load_query
+from .common import json_body, load, load_query, run_batch
 from .imports import create_request_body
 
 logger = logging.getLogger(__name__)
@@ -49,24 +50,9 @@ def create_instance() -> tuple[Response, int]:
 @blueprint.post("/instances/batch")
 def create_batch() -> tuple[Response, int]:
     """Create several instances; one bad item does not stop the others."""
-    items = json_body()
-    if isinstance(items, dict) and isinstance(items.get("instances"), list):
-        items = items["instances"]
-    if not isinstance(items, list):
-        raise InvalidRequest(
-            "Invalid request body",
-            {"body": ["Must be a JSON array of instance bodies."]},
-        )
-
-    results = [_batch_item(item) for item in items]
-    succeeded = sum(1 for result in results if result["success"])
-    data = {
-        "total": len(results),
-        "succeeded": succeeded,
-        "failed": len(results) - succeeded,
-        "results": results,
-    }
-    return success(data, f"Created {succeeded} of {len(results)} DICOM instances", 201)
+    data = run_batch("instances", "instance", _batch_item)
+    message = f"Created {data['succeeded']} of {data['total']} DICOM instances"
+    return success(data, message, 201)
 
 
 @blueprint.get("/instances")
@@ -104,7 +90,13 @@ def instance_stats() -> tuple[Response, int]:
 def validate_instance(filename: str) -> tuple[Response, int]:
     """Check an instance for the required UIDs and against its IOD."""
     path = services().instances.resolve(filename)
-    report = validate_file(path, services().iod, services().timeout)
+    try:
+        report = validate_file(path, services().iod, services().timeout)
+    except (OSError, dcmtk.DcmtkError):
+        _raise_if_deleted(path)
+        raise
+    # A delete during the checks leaves a report about a file that is gone.
+    _raise_if_deleted(path)
     message = "DICOM instance is valid" if report["isValid"] else "DICOM instance is not valid"
     return success(report, message)
 
@@ -113,7 +105,11 @@ def validate_instance(filename: str) -> tuple[Response, int]:
 def dump_instance(filename: str) -> tuple[Response, int]:
     """Return the dcmdump text of an instance."""
     path = services().instances.resolve(filename)
-    text = dcmtk.dcmdump(path, services().timeout)
+    try:
+        text = dcmtk.dcmdump(path, services().timeout)
+    except dcmtk.DcmtkError:
+        _raise_if_deleted(path)
+        raise
     return success({"filename": filename, "dump": text}, "DICOM instance structure")
 
 
@@ -193,8 +189,14 @@ def send_batch() -> tuple[Response, int]:
 def download_instance(filename: str) -> Response:
     """Download an instance as application/dicom."""
     path = services().instances.resolve(filename)
+    try:
+        # Opened here, so that a file deleted since the lookup is a 404.
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        _raise_if_deleted(path)
+        raise
     return send_file(
-        path, mimetype="application/dicom", as_attachment=True, download_name=filename
+        handle, mimetype="application/dicom", as_attachment=True, download_name=filename
     )
 
 
@@ -265,6 +267,13 @@ def _batch_item(item: Any) -> dict[str, Any]:
     except dcmtk.DcmtkError as error:
         logger.error("Batch item failed: %s", error.message)
         return {"success": False, "message": error.message, "data": None}
+
+
+def _raise_if_deleted(path: Path) -> None:
+    """Raise :class:`NotFound` if ``path`` was deleted while a request used it."""
+    if not path.exists():
+        logger.info("%s was deleted while a request used it", path.name)
+        raise NotFound(f"Instance {path.name!r} not found; it was deleted meanwhile.")
 
 
 def _last_lines(output: str, count: int = 4) -> str:

@@ -34,7 +34,7 @@ from ..worklists import (
     read_entry,
     stored_file,
 )
-from .common import json_body, load, load_query
+from .common import json_body, load, load_query, run_batch
 
 logger = logging.getLogger(__name__)
 
@@ -78,28 +78,9 @@ def create_worklist() -> tuple[Response, int]:
 @blueprint.post("/worklists/batch")
 def create_batch() -> tuple[Response, int]:
     """Create several worklist entries, continuing past items that fail."""
-    items = json_body()
-    if isinstance(items, dict) and isinstance(items.get("worklists"), list):
-        items = items["worklists"]
-    if not isinstance(items, list):
-        raise InvalidRequest(
-            "Invalid request body",
-            {
-                "body": [
-                    'Must be a JSON array of worklist bodies, or {"worklists": [...]}.'
-                ]
-            },
-        )
-
-    results = [_batch_item(item) for item in items]
-    succeeded = sum(1 for result in results if result["success"])
-    data = {
-        "total": len(results),
-        "succeeded": succeeded,
-        "failed": len(results) - succeeded,
-        "results": results,
-    }
-    return success(data, f"Created {succeeded} of {len(results)} worklists", 201)
+    data = run_batch("worklists", "worklist", _batch_item)
+    message = f"Created {data['succeeded']} of {data['total']} worklists"
+    return success(data, message, 201)
 
 
 @blueprint.get("/worklists")
