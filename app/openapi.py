@@ -10,8 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import current_app
 from marshmallow import Schema
 
-from . import __version__
-from . import schemas
+from . import __version__, schemas
 
 # Request bodies by endpoint; a list means a JSON array of that schema.
 REQUEST_BODIES: dict[str, tuple[type[Schema], bool, bool]] = {

@@ -17,6 +17,7 @@ from app.local_orthanc import LocalOrthanc
 
 from .support import app_config, start_orthanc
 
+
 @pytest.fixture(scope="session")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOrthanc]:
     """One Orthanc with the worklist plugin for the whole test session."""

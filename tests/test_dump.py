@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from app.dump import LATIN1, UTF8, DumpRenderer, DumpValueError, MultiValue, character_set
+from app.dump import (
+    LATIN1,
+    UTF8,
+    DumpRenderer,
+    DumpValueError,
+    MultiValue,
+    character_set,
+)
 
 TEMPLATE = "(0010,0010) PN {{ name }}\n(0010,0020) LO {{ id }}\n"
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.datadict import dictionary_VR
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from pydicom.datadict import dictionary_VR
 from pydicom.uid import generate_uid
 
 from app import create_app

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from flask import request
 from marshmallow import Schema, ValidationError
 
-from ..errors import InvalidRequest
+from ..dcmtk import DcmtkError
+from ..errors import InvalidRequest, ServiceError
 
 
 def json_body(required: bool = True) -> Any:
@@ -31,18 +33,24 @@ def json_body(required: bool = True) -> Any:
         ) from None
 
 
+logger = logging.getLogger(__name__)
+
 # Batch create routes run one dump2dcm per item within a single request.
 MAX_BATCH_ITEMS = 1000
 
 
 def run_batch(
-    wrapper_key: str, kind: str, create_item: Callable[[Any], dict[str, Any]]
+    wrapper_key: str,
+    kind: str,
+    schema: type[Schema],
+    create: Callable[[dict[str, Any]], dict[str, Any]],
+    created_message: str,
 ) -> dict[str, Any]:
-    """Create each item of a batch body and count the outcomes.
+    """Validate and create each item of a batch body, and count the outcomes.
 
     The body is a JSON array, or an object whose ``wrapper_key`` holds the
-    array. ``create_item`` returns one envelope per item, so a bad item does
-    not stop the others.
+    array. Each item gets an envelope of its own, so a bad item does not
+    stop the others.
     """
     items = json_body()
     if isinstance(items, dict) and isinstance(items.get(wrapper_key), list):
@@ -63,7 +71,7 @@ def run_batch(
             },
         )
 
-    results = [create_item(item) for item in items]
+    results = [_batch_item(item, schema, create, created_message) for item in items]
     succeeded = sum(1 for result in results if result["success"])
     return {
         "total": len(results),
@@ -71,6 +79,24 @@ def run_batch(
         "failed": len(results) - succeeded,
         "results": results,
     }
+
+
+def _batch_item(
+    item: Any,
+    schema: type[Schema],
+    create: Callable[[dict[str, Any]], dict[str, Any]],
+    created_message: str,
+) -> dict[str, Any]:
+    try:
+        return {"success": True, "message": created_message, "data": create(load(schema(), item))}
+    except ServiceError as error:
+        result: dict[str, Any] = {"success": False, "message": error.message, "data": None}
+        if error.errors is not None:
+            result["errors"] = error.errors
+        return result
+    except DcmtkError as error:
+        logger.error("Batch item failed: %s", error.message)
+        return {"success": False, "message": error.message, "data": None}
 
 
 def load(schema: Schema, body: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, send_file
 
 from .. import dcmtk
 from ..content import create_from_content, has_content
-from ..errors import InvalidRequest, NotFound, PacsError, ServiceError, Unavailable
+from ..errors import NotFound, PacsError, Unavailable
 from ..modalities import load_table
 from ..responses import success
 from ..schemas import (
@@ -50,7 +50,7 @@ def create_instance() -> tuple[Response, int]:
 @blueprint.post("/instances/batch")
 def create_batch() -> tuple[Response, int]:
     """Create several instances; one bad item does not stop the others."""
-    data = run_batch("instances", "instance", _batch_item)
+    data = run_batch("instances", "instance", InstanceSchema, _create, CREATED_MESSAGE)
     message = f"Created {data['succeeded']} of {data['total']} DICOM instances"
     return success(data, message, 201)
 
@@ -253,20 +253,6 @@ def _create(body: dict[str, Any]) -> dict[str, Any]:
         return services().builder.create(body).as_dict()
     except OSError as error:
         raise Unavailable(f"Could not write to the storage folder: {error}") from error
-
-
-def _batch_item(item: Any) -> dict[str, Any]:
-    try:
-        body = load(InstanceSchema(), item)
-        return {"success": True, "message": CREATED_MESSAGE, "data": _create(body)}
-    except ServiceError as error:
-        result: dict[str, Any] = {"success": False, "message": error.message, "data": None}
-        if error.errors is not None:
-            result["errors"] = error.errors
-        return result
-    except dcmtk.DcmtkError as error:
-        logger.error("Batch item failed: %s", error.message)
-        return {"success": False, "message": error.message, "data": None}
 
 
 def _raise_if_deleted(path: Path) -> None:

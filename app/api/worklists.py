@@ -13,8 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from .. import dcmtk
-from ..errors import InvalidRequest, NotFound, ServiceError, Unavailable
+from ..errors import InvalidRequest, NotFound, Unavailable
 from ..openapi import register_body, register_query
 from ..responses import success
 from ..schemas import InstanceSchema
@@ -78,7 +77,7 @@ def create_worklist() -> tuple[Response, int]:
 @blueprint.post("/worklists/batch")
 def create_batch() -> tuple[Response, int]:
     """Create several worklist entries, continuing past items that fail."""
-    data = run_batch("worklists", "worklist", _batch_item)
+    data = run_batch("worklists", "worklist", WorklistSchema, _create, CREATED_MESSAGE)
     message = f"Created {data['succeeded']} of {data['total']} worklists"
     return success(data, message, 201)
 
@@ -260,24 +259,6 @@ def _create(body: dict[str, Any]) -> dict[str, Any]:
         return _writer().create(body).as_dict()
     except OSError as error:
         raise Unavailable(f"Could not write to the worklist folder: {error}") from error
-
-
-def _batch_item(item: Any) -> dict[str, Any]:
-    try:
-        body = load(WorklistSchema(), item)
-        return {"success": True, "message": CREATED_MESSAGE, "data": _create(body)}
-    except ServiceError as error:
-        result: dict[str, Any] = {
-            "success": False,
-            "message": error.message,
-            "data": None,
-        }
-        if error.errors is not None:
-            result["errors"] = error.errors
-        return result
-    except dcmtk.DcmtkError as error:
-        logger.error("Batch item failed: %s", error.message)
-        return {"success": False, "message": error.message, "data": None}
 
 
 def _instance_body(
