@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import logging
+import os
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +45,15 @@ PHOTO_MODALITY = "XC"
 DOCUMENT_MODALITY = "DOC"
 
 MANUFACTURER = "dicom-service"
+
+# Exit status of DCMTK tools for an input file that they read but could not
+# use (EXITCODE_INVALID_INPUT_FILE in DCMTK's ofstd/ofexit.h). pdf2dcm 3.6.7
+# returns it when the content is not a PDF it can encapsulate.
+EXIT_INVALID_INPUT_FILE = 22
+
+# The texts of the C library's error codes (strerror). DCMTK ends its message
+# with one of them when a system call failed.
+_SYSTEM_ERRORS = tuple(os.strerror(code) for code in errno.errorcode)
 
 
 class Base64Content(fields.Field):
@@ -156,7 +167,14 @@ def _write_image(
     work_paths.append(image_path)
     image_path.write_bytes(data)
     option = "--vl-photo" if photo else "--sec-capture"
-    dcmtk.img2dcm(image_path, output, input_format, option, image_keys, timeout)
+    try:
+        dcmtk.img2dcm(image_path, output, input_format, option, image_keys, timeout)
+    except dcmtk.DcmtkError as error:
+        # The BMP is written by png_to_bmp, so img2dcm failing on it is a
+        # fault of the service and stays a server error.
+        if input_format != "JPEG" or not _image_rejected(error):
+            raise
+        raise _conversion_error("image", "JPEG image", error, image_path) from None
     return sop_class
 
 
@@ -190,8 +208,55 @@ def _write_pdf(
     pdf_path = store.temporary_path(".pdf")
     work_paths.append(pdf_path)
     pdf_path.write_bytes(content)
-    dcmtk.pdf2dcm(pdf_path, output, pdf_keys, timeout)
+    try:
+        dcmtk.pdf2dcm(pdf_path, output, pdf_keys, timeout)
+    except dcmtk.DcmtkError as error:
+        if error.returncode != EXIT_INVALID_INPUT_FILE:
+            raise
+        raise _conversion_error("pdf", "PDF document", error, pdf_path) from None
     return ENCAPSULATED_PDF_UID
+
+
+def _image_rejected(error: dcmtk.DcmtkError) -> bool:
+    """Return whether img2dcm failed because of the image rather than the service.
+
+    img2dcm 3.6.7 exits with status 1 on every failure, so only its message
+    distinguishes them. A system error (such as a full disk) or a rejected
+    ``--key`` is a fault of the service. Any other reason is the content's.
+    """
+    if isinstance(error, (dcmtk.DcmtkNotFound, dcmtk.DcmtkTimeout)):
+        return False
+    reasons = _dcmtk_reasons(error)
+    return bool(reasons) and not any(
+        reason.endswith(_SYSTEM_ERRORS) or "Bad override key" in reason
+        for reason in reasons
+    )
+
+
+def _conversion_error(
+    field_name: str, kind: str, error: dcmtk.DcmtkError, input_path: Path
+) -> InvalidRequest:
+    """Return the 400 error for content that DCMTK could not convert.
+
+    The temporary paths of the work files are left out of DCMTK's reasons.
+    """
+    reasons = [
+        reason.replace(f"file {input_path}: ", "").replace(str(input_path), f"the {kind}")
+        for reason in _dcmtk_reasons(error)
+    ]
+    logger.info("Rejected %s content: %s", field_name, error.message)
+    detail = "; ".join(reasons) or f"{error.command[0]} exited with status {error.returncode}"
+    message = (
+        f"The {kind} could not be converted to DICOM (DCMTK: {detail}). "
+        f"Check that the content is a complete, undamaged {kind}."
+    )
+    return InvalidRequest("Invalid request body", {field_name: [message]})
+
+
+def _dcmtk_reasons(error: dcmtk.DcmtkError) -> list[str]:
+    """Return DCMTK's error and fatal log lines without their "E:" or "F:" marker."""
+    lines = [line.strip() for line in error.stderr.splitlines()]
+    return [line[2:].strip() for line in lines if line[:2] in ("E:", "F:")]
 
 
 def _series_laterality(laterality: str | None) -> str:

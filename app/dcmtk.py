@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 TOOLS = (
     "dump2dcm", "dcmdump", "storescu", "echoscu", "findscu",
-    "dcmodify", "img2dcm", "pdf2dcm",
+    "dcmodify", "dcmconv", "img2dcm", "pdf2dcm",
 )  # fmt: skip
 
 # dump2dcm reads lines of at most 4096 bytes by default; LT and UT values
@@ -219,8 +219,41 @@ def dcmdump(path: Path, timeout: float) -> str:
     The dump prints strings as UTF-8 whatever the file's Specific Character
     Set, values in full, and UIDs as numbers rather than names, so that it
     can be parsed back.
+
+    dcmdump 3.6.7 reads the dataset with the transfer syntax that the file
+    meta information names. An import without repair stores files whose
+    meta information names the wrong one, so when that read fails, the
+    dump is retried with the transfer syntax detected from the dataset
+    (``--read-xfer-detect``). The dump text then shows the syntax used
+    under "# Dicom-Data-Set". If the retry fails too, the error of the
+    first read is raised.
     """
-    arguments = ["--print-all", "--no-uid-names", str(path)]
+    try:
+        return _dump_text(path, [], timeout)
+    except DcmtkNotFound:
+        raise
+    except DcmtkError as error:
+        if error.returncode is None:
+            raise
+        first_error = error
+
+    try:
+        text = _dump_text(path, ["--read-xfer-detect"], timeout)
+    except DcmtkNotFound:
+        raise
+    except DcmtkError as error:
+        if error.returncode is None:
+            raise
+        raise first_error from None
+    logger.warning(
+        "dcmdump read %s only with the transfer syntax detected from the dataset; "
+        "its file meta information names another one", path,
+    )  # fmt: skip
+    return text
+
+
+def _dump_text(path: Path, read_options: list[str], timeout: float) -> str:
+    arguments = [*read_options, "--print-all", "--no-uid-names", str(path)]
     try:
         return run("dcmdump", ["--convert-to-utf8", *arguments], timeout).stdout
     except DcmtkNotFound:
@@ -403,6 +436,25 @@ def dcmodify(
         arguments += ["--insert", f"{tag_path}={value}"]
     arguments.append(str(path))
     return run("dcmodify", arguments, timeout)
+
+
+def dcmconv_utf8(
+    path: Path, output_path: Path, detect_syntax: bool, timeout: float
+) -> CommandResult:
+    """Write the file at ``path`` to ``output_path`` with every text value in UTF-8.
+
+    ``dcmconv --convert-to-utf8`` converts the values that Specific Character
+    Set (0008,0005) affects and sets it to ISO_IR 192, also in a file that
+    had none. It fails on a value that the declared character set does not
+    decode, such as a non-ASCII byte in a file without Specific Character
+    Set. With ``detect_syntax`` the transfer syntax of the file meta
+    information is ignored and detected from the dataset.
+    """
+    arguments = ["--convert-to-utf8"]
+    if detect_syntax:
+        arguments.append("--read-xfer-detect")
+    arguments += [str(path), str(output_path)]
+    return run("dcmconv", arguments, timeout)
 
 
 def img2dcm(

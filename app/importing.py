@@ -1,10 +1,10 @@
 """Import of uploaded DICOM files: inspect, optionally repair, then store.
 
 Every file is first written under a temporary name in the instance folder.
-A file that is not DICOM or is truncated is removed and reported. Any other
-file is published under a new ``instance_<digits>.dcm`` name, repaired
-first when repair is on and inspected again, so that the response describes
-the stored file.
+A file that is not DICOM, is truncated, cannot be read or cannot be
+repaired is removed and reported. Any other file is published under a new
+``instance_<digits>.dcm`` name, repaired first when repair is on and
+inspected again, so that the response describes the stored file.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .inspection import Inspection, element_text, inspect_file
 from .repair import (
     Change,
     RepairContext,
+    RepairError,
     apply_changes,
     plan_changes,
     remember_uids,
@@ -117,6 +118,10 @@ def _finish(
                 f"{error.message}"
             )
             logger.warning("%s (command: %s)", message, error.command_line)
+            return {**result, "accepted": False, "message": message}
+        except RepairError as error:
+            message = f"Repair of {item.upload.name} failed, so it was not stored: {error}"
+            logger.warning("%s", message)
             return {**result, "accepted": False, "message": message}
         inspection = inspect_file(item.path, item.upload.name, options.timeout)
 

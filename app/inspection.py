@@ -5,7 +5,9 @@ The checks run in this order, and the first two reject the file:
 1. The file is DICOM: it has the Part 10 preamble and ``DICM`` prefix, or
    it starts with a plausible data element (a dataset without file meta
    information).
-2. The file is complete: ``dcmdump`` parses every element to the end.
+2. The file is complete and readable: ``dcmdump`` parses every element to
+   the end, and pydicom reads the dataset. pydicom fails on sequences
+   nested deeper than Python's recursion limit allows.
 3. The file meta information matches the dataset: present at all, the
    transfer syntax names the encoding that the dataset really uses, and
    MediaStorageSOPClassUID and MediaStorageSOPInstanceUID equal the
@@ -27,7 +29,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_dataset
+from pydicom.filereader import read_dataset, read_file_meta_info
 from pydicom.tag import BaseTag
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -163,7 +165,16 @@ def inspect_file(path: Path, name: str, timeout: float) -> Inspection:
         )
         return inspection
 
-    inspection.dataset = _read_dataset(path, data, start, inspection)
+    try:
+        inspection.dataset = _read_dataset(path, data, start, inspection)
+    except RecursionError:
+        # dcmdump reads such a file, but pydicom descends into each level of
+        # an undefined-length sequence with recursive calls.
+        inspection.rejected = (
+            f"{name} has sequences nested more deeply than the service can read "
+            "(pydicom reached Python's recursion limit), so it was not stored."
+        )
+        return inspection
     _check_meta(inspection)
     _check_attributes(inspection)
     return inspection
@@ -195,6 +206,23 @@ def detect_encoding(dataset_bytes: bytes) -> Encoding | None:
     if _plausible_group(big_group) and explicit:
         return Encoding(implicit_vr=False, little_endian=False)
     return None
+
+
+def actual_encoding_if_wrong(data: bytes, declared_syntax: str) -> Encoding | None:
+    """Return the dataset's encoding if ``declared_syntax`` names another one, else ``None``.
+
+    ``data`` is the start of a Part 10 file, at least up to the first data
+    element after the file meta information. ``None`` also means that the
+    encoding could not be detected, as for a deflated dataset.
+    """
+    offset = _meta_end(data)
+    if offset is None:
+        return None
+    encoding = detect_encoding(data[offset:])
+    declared = declared_encoding(declared_syntax)
+    if encoding is None or declared is None or declared == encoding:
+        return None
+    return encoding
 
 
 def declared_encoding(transfer_syntax: str) -> Encoding | None:
@@ -251,7 +279,7 @@ def _read_meta(path: Path) -> Dataset:
         # Each problem is reported by the checks below, not as a warning.
         warnings.simplefilter("ignore")
         try:
-            return dcmread(path, force=True, stop_before_pixels=True).file_meta
+            return read_file_meta_info(path)
         except (InvalidDicomError, OSError, ValueError, struct.error) as error:
             logger.info("Could not read the file meta information of %s: %s", path, error)
             return Dataset()

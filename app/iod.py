@@ -15,6 +15,7 @@ import logging
 import struct
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,12 @@ class IodValidator:
             error_handler=NullValidationResultHandler(),
         )
         try:
-            result = validator.validate(path)[str(path)]
+            with warnings.catch_warnings():
+                # pydicom warns about encoding defects that app.validation
+                # reports itself, such as a dataset in implicit VR behind
+                # a TransferSyntaxUID that names explicit VR.
+                warnings.simplefilter("ignore")
+                result = validator.validate(path)[str(path)]
         except (OSError, EOFError, ValueError, struct.error) as error:
             # pydicom raises these for truncated or corrupt data, which
             # dicom-validator does not catch.
@@ -147,6 +153,19 @@ class IodValidator:
                 ran=False,
                 edition=self._edition,
                 reason=f"IOD validation did not run: pydicom could not read the file ({error}).",
+            )
+        except RecursionError:
+            # pydicom and dicom-validator descend into each sequence level
+            # with recursive calls, so deeply nested sequences exhaust
+            # Python's recursion limit.
+            logger.warning("IOD validation of %s failed: sequences nested too deeply", path)
+            return IodReport(
+                ran=False,
+                edition=self._edition,
+                reason=(
+                    "IOD validation did not run: the file's sequences are nested "
+                    "more deeply than pydicom and dicom-validator can read."
+                ),
             )
 
         if result.status not in (Status.Passed, Status.Failed):
@@ -185,7 +204,9 @@ class IodValidator:
         if not required:
             return []
 
-        dataset = dcmread(path, defer_size=1024, force=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = dcmread(path, defer_size=1024, force=True)
         findings = []
         for module_name, tag_text, attribute in required:
             number = int(tag_text[1:5] + tag_text[6:10], 16)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ from .uids import generate_uid
 logger = logging.getLogger(__name__)
 
 REASONS = ("CORRECT", "COERCE")
+
+# Specific Character Set (0008,0005) defined term for UTF-8, PS3.3 section
+# C.12.1.1.2.
+UTF8 = "ISO_IR 192"
 
 # Modality (0008,0060) is type 1, and can be filled only where the SOP Class
 # leaves one choice (PS3.3 sections A.8, A.32.4 and A.45.1).
@@ -84,6 +88,10 @@ class Change:
             "reason": self.reason,
             "recordedInOriginalAttributesSequence": self.in_dataset,
         }
+
+
+class RepairError(Exception):
+    """A planned change that cannot be written into the file, with the reason as message."""
 
 
 @dataclass
@@ -194,6 +202,9 @@ def plan_changes(inspection: Inspection, data: bytes, context: RepairContext) ->
         changes.append(Change(keyword, "", None, "Type 2 element added with an empty value."))
 
     changes += _meta_changes(inspection, changes)
+    charset = _character_set_change(dataset, changes, context)
+    if charset is not None:
+        changes.append(charset)
     return changes
 
 
@@ -205,6 +216,9 @@ def apply_changes(
     insertions = [(change.tag_path, change.value) for change in dataset_changes]
     if dataset_changes:
         insertions += _audit_item(inspection.dataset, dataset_changes, context)
+
+    if any(change.keyword == "SpecificCharacterSet" for change in changes):
+        _convert_to_utf8(path, inspection, timeout)
 
     # NOTE: dcmodify decodes the dataset with the transfer syntax it detects
     # when the meta information names the wrong one, and writes it back in
@@ -283,13 +297,85 @@ def _meta_changes(inspection: Inspection, planned: list[Change]) -> list[Change]
     return changes
 
 
+def _character_set_change(
+    dataset: Dataset, changes: list[Change], context: RepairContext
+) -> Change | None:
+    """Plan the conversion to UTF-8 when a value to write is not ASCII.
+
+    dcmodify writes the bytes of its arguments unchanged, and they are UTF-8.
+    So unless the file is already ISO_IR 192, the whole dataset is converted
+    to it before dcmodify writes. The change is not recorded in Modified
+    Attributes Sequence, because (0008,0005) inside that item would declare
+    the character set of the item itself.
+    """
+    written = [change for change in changes if change.in_dataset]
+    if not written:
+        return None
+
+    texts = {
+        "SourceOfPreviousValues": context.source,
+        "ReasonForTheAttributeModification": context.reason,
+        "ModifyingSystem": context.modifying_system,
+    }
+    for change in written:
+        texts[change.keyword] = change.value
+        texts[f"previous {change.keyword}"] = change.original or ""
+    non_ascii = [name for name, text in texts.items() if not text.isascii()]
+    if not non_ascii:
+        return None
+
+    declared = dataset.get("SpecificCharacterSet")
+    terms = [declared] if isinstance(declared, str) else list(declared or [])
+    if [term.strip() for term in terms] == [UTF8]:
+        return None
+
+    original = "\\".join(terms) if "SpecificCharacterSet" in dataset else None
+    reason = (
+        f"Every text value was converted to UTF-8, so that the non-ASCII "
+        f"{', '.join(non_ascii)} could be written. The characters of every value "
+        "stay the same."
+    )
+    return Change("SpecificCharacterSet", UTF8, original, reason, in_dataset=False)
+
+
+def _convert_to_utf8(path: Path, inspection: Inspection, timeout: float) -> None:
+    """Rewrite the file at ``path`` in UTF-8 with ``dcmconv``.
+
+    Raises
+    ------
+    RepairError
+        If a text value of the file does not decode with its declared
+        character set, such as a non-ASCII byte without Specific Character Set.
+    """
+    converted = path.with_name(f"{path.name}.utf8")
+    try:
+        dcmtk.dcmconv_utf8(path, converted, inspection.syntax_mismatch, timeout)
+        converted.replace(path)
+    except (dcmtk.DcmtkNotFound, dcmtk.DcmtkTimeout):
+        raise
+    except dcmtk.DcmtkError as error:
+        reasons = [
+            line.strip()[2:].strip().replace(f": processing file: {path}", "")
+            for line in error.stderr.splitlines()
+            if line.strip()[:2] in ("E:", "F:")
+        ]
+        raise RepairError(
+            "A value to write is not ASCII, so the file must be converted to UTF-8 "
+            f"(ISO_IR 192), but dcmconv could not convert it: {'; '.join(reasons)}. "
+            "Correct the file's Specific Character Set (0008,0005), or import it "
+            "with an ASCII source."
+        ) from error
+    finally:
+        converted.unlink(missing_ok=True)
+
+
 def _audit_item(
     dataset: Dataset, changes: list[Change], context: RepairContext
 ) -> list[tuple[str, str]]:
     """Return the dcmodify insertions of one new Original Attributes Sequence item."""
     index = len(dataset.get("OriginalAttributesSequence") or [])
     item = f"{ORIGINAL_ATTRIBUTES}[{index}]"
-    now = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S.%f+0000")
+    now = datetime.now(UTC).strftime("%Y%m%d%H%M%S.%f+0000")
 
     insertions = [
         (f"{item}.{MODIFIED_ATTRIBUTES}[0].{change.tag_path}", change.original or "")

@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import config, dcmread
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.uid import UID
 from pydicom.valuerep import MAX_VALUE_LEN, validate_value
 
 from . import dcmtk
+from .inspection import actual_encoding_if_wrong
 from .iod import IodReport, IodValidator
 
 # Elements that Orthanc needs to store an instance, and that every file of
@@ -119,7 +121,7 @@ def validate_file(path: Path, iod: IodValidator, timeout: float) -> dict[str, An
     missing = [keyword for keyword, has_value in present.items() if not has_value]
     problems.extend(_missing_message(dataset, keyword) for keyword in missing)
 
-    value_errors = check_values(dataset)
+    value_errors = [*check_transfer_syntax(path, dataset), *check_values(dataset)]
     problems.extend(error.message for error in value_errors)
 
     if not report.ran:
@@ -275,6 +277,10 @@ VR_RULES = {
     "UI": "digits and dots, with no component starting with 0 unless it is 0",
 }
 
+# Bytes read from the start of a file to find the first data element after
+# the file meta information, which is a few hundred bytes long in practice.
+FILE_HEAD_BYTES = 64 * 1024
+
 TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 
 _TIME = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?$")
@@ -301,6 +307,33 @@ class ValueFinding:
             "value": self.value,
             "message": self.message,
         }
+
+
+def check_transfer_syntax(path: Path, dataset: Dataset) -> list[ValueFinding]:
+    """Check that TransferSyntaxUID (0002,0010) names the encoding that the dataset uses.
+
+    pydicom reads such a dataset anyway (with a warning), but DCMTK tools
+    such as storescu read it with the named transfer syntax.
+    """
+    meta = getattr(dataset, "file_meta", None)
+    declared = meta.get("TransferSyntaxUID") if meta is not None else None
+    if not declared:
+        return []
+    with open(path, "rb") as handle:
+        head = handle.read(FILE_HEAD_BYTES)
+    actual = actual_encoding_if_wrong(head, str(declared))
+    if actual is None:
+        return []
+
+    detected = UID(actual.transfer_syntax)
+    message = (
+        f"TransferSyntaxUID (0002,0010) is {declared} ({UID(declared).name}), but the "
+        f"dataset is encoded in {detected} ({detected.name}). DCMTK tools such as "
+        "storescu read the dataset with the named transfer syntax, so they misread it "
+        "or fail. Download the file and import it again with repair=true, which "
+        "corrects the file meta information."
+    )
+    return [ValueFinding("(0002,0010)", "TransferSyntaxUID", "UI", str(declared), message)]
 
 
 def check_values(dataset: Dataset) -> list[ValueFinding]:
@@ -335,8 +368,8 @@ def check_values(dataset: Dataset) -> list[ValueFinding]:
 def _walk(dataset: Dataset) -> Iterator[tuple[str, DataElement]]:
     """Yield every element that is not a sequence, depth first, with its path.
 
-    The path names the element and the innermost sequence item that holds
-    it. A stack replaces recursion, so any depth of nested sequences works.
+    The path names the element and the innermost sequence item that
+    contains it. A stack replaces recursion, so any depth of nested sequences works.
     """
     stack: list[tuple[Iterator[DataElement], str]] = [(iter(dataset), "")]
     while stack:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
 import struct
 import subprocess
 import zlib
@@ -29,7 +30,7 @@ from pydicom.uid import (
 )
 
 from app import create_app
-from app.local_orthanc import LocalOrthanc
+from app.local_orthanc import LocalOrthanc, free_port
 
 from .support import app_config
 
@@ -619,3 +620,189 @@ def test_placeholder_sop_class_is_not_restored(client: FlaskClient) -> None:
     assert [change["keyword"] for change in result["changes"]].count("SOPClassUID") == 0
     assert result["complete"] is False
     assert any("SOPClassUID" in problem for problem in result["remainingProblems"])
+
+
+def test_wrong_syntax_file_dump_validate_send(client: FlaskClient) -> None:
+    imported = upload(client, wrong_syntax_file(image_dataset()), "?repair=false")
+    assert imported.status_code == 201, imported.get_json()
+    filename = imported.get_json()["data"]["results"][0]["filename"]
+
+    dumped = client.get(f"/api/dicom/instances/{filename}/dump")
+    validated = client.get(f"/api/dicom/instances/{filename}/validate")
+    sent = client.post(f"/api/dicom/instances/{filename}/send")
+
+    assert dumped.status_code == 200, dumped.get_json()
+    assert "# Used TransferSyntax: Little Endian Implicit" in dumped.get_json()["data"]["dump"]
+    assert validated.status_code == 200, validated.get_json()
+    report = validated.get_json()["data"]
+    assert report["isValid"] is False
+    assert [error["keyword"] for error in report["valueErrors"]] == ["TransferSyntaxUID"]
+    assert report["problems"][0].startswith(
+        "TransferSyntaxUID (0002,0010) is 1.2.840.10008.1.2.1 (Explicit VR Little "
+        "Endian), but the dataset is encoded in 1.2.840.10008.1.2 (Implicit VR Little "
+        "Endian)."
+    )
+    assert sent.status_code == 502, sent.get_json()
+    assert sent.get_json()["success"] is False
+
+
+@pytest.mark.parametrize(
+    ("field", "content", "reason"),
+    [
+        ("image", b"\xff\xd8\xff" + b"not JPEG data" * 4, "Premature EOF in JPEG file"),
+        ("pdf", b"%PDF-" + b"\x00not a PDF", "unable to decode PDF version number"),
+    ],
+    ids=["jpeg", "pdf"],
+)
+def test_damaged_content_names_reason(
+    client: FlaskClient, field: str, content: bytes, reason: str
+) -> None:
+    body = {"patientID": "PID-BAD", field: base64.b64encode(content).decode()}
+
+    response = client.post("/api/dicom/instances", json=body)
+    errors = response.get_json()["errors"]
+
+    assert response.status_code == 400
+    assert "could not be converted to DICOM" in errors[field][0]
+    assert reason in errors[field][0]
+    assert ".tmp-" not in errors[field][0]
+    assert client.get("/api/dicom/instances").get_json()["data"]["count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "content", "tool"),
+    [("image", TINY_JPEG, "img2dcm"), ("pdf", TINY_PDF, "pdf2dcm")],
+    ids=["jpeg", "pdf"],
+)
+def test_content_without_converter_is_503(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    field: str, content: bytes, tool: str,
+) -> None:  # fmt: skip
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("dump2dcm", "dcmdump", "storescu", "echoscu"):
+        (tools / name).symlink_to(shutil.which(name))
+    monkeypatch.setenv("PATH", str(tools))
+    body = {"patientID": "PID-TOOL", field: base64.b64encode(content).decode()}
+
+    response = client.post("/api/dicom/instances", json=body)
+
+    assert response.status_code == 503
+    assert tool in response.get_json()["message"]
+
+
+def test_rejected_same_names_keyed_by_position(client: FlaskClient) -> None:
+    form = {
+        "files": [
+            (io.BytesIO(b""), "scan.dcm"),
+            (io.BytesIO(b"not a DICOM file " * 8), "scan.dcm"),
+            (io.BytesIO(b"also not DICOM " * 8), "scan.dcm"),
+        ]
+    }
+
+    response = client.post(IMPORT_URL, data=form, content_type="multipart/form-data")
+    errors = response.get_json()["errors"]
+
+    assert response.status_code == 400
+    assert list(errors) == ["scan.dcm", "scan.dcm (upload 2)", "scan.dcm (upload 3)"]
+    assert "is empty" in errors["scan.dcm"][0]
+    assert "not a DICOM file" in errors["scan.dcm (upload 2)"][0]
+
+
+def test_send_failure_lists_stored_files(tmp_path: Path, orthanc: LocalOrthanc) -> None:
+    # Nothing listens on the port that free_port returns.
+    app = create_app(
+        app_config(tmp_path, orthanc, ORTHANC_DICOM_PORT=free_port(), DCMTK_TIMEOUT=3)
+    )
+    client = app.test_client()
+
+    files = {"a.dcm": part10(image_dataset()), "b.dcm": part10(image_dataset())}
+
+    response = upload_many(client, files, "?send=true")
+    body = response.get_json()
+    listed = client.get("/api/dicom/instances").get_json()["data"]["files"]
+    stored = sorted(item["filename"] for item in listed)
+
+    assert response.status_code == 502
+    assert body["data"] is None
+    assert len(stored) == 2
+    assert sorted(body["errors"]) == stored
+    for filename in stored:
+        assert filename in body["message"]
+        assert f"/api/dicom/instances/{filename}/send" in body["errors"][filename][0]
+    assert "Connection refused" in body["message"]
+
+
+def test_non_ascii_source_converts_charset(client: FlaskClient) -> None:
+    dataset = image_dataset(StudyInstanceUID=None)
+    dataset.SpecificCharacterSet = "ISO_IR 100"
+    dataset.PatientName = "Müller^Jürgen"
+
+    # The source is "Hôpital Łódź", percent-encoded as UTF-8.
+    query = "?repair=true&source=H%C3%B4pital%20%C5%81%C3%B3d%C5%BA"
+
+    response = upload(client, part10(dataset), query)
+    body = response.get_json()
+    result = body["data"]["results"][0]
+    stored = dcmread(result["filepath"])
+    changes = {change["keyword"]: change for change in result["changes"]}
+    change = changes["SpecificCharacterSet"]
+
+    assert response.status_code == 201, body
+    # "Łódź" is not in ISO 8859-1, so the file must change its character set.
+    assert stored.SpecificCharacterSet == "ISO_IR 192"
+    assert stored.PatientName == "Müller^Jürgen"
+    assert stored.OriginalAttributesSequence[-1].SourceOfPreviousValues == "Hôpital Łódź"
+    assert change["originalValue"] == "ISO_IR 100"
+    assert change["recordedInOriginalAttributesSequence"] is False
+    assert "SourceOfPreviousValues" in change["reason"]
+
+
+def test_ascii_source_keeps_charset(client: FlaskClient) -> None:
+    data = part10(image_dataset(StudyInstanceUID=None))
+
+    response = upload(client, data, "?repair=true&source=North")
+    result = response.get_json()["data"]["results"][0]
+    keywords = {change["keyword"] for change in result["changes"]}
+
+    assert response.status_code == 201
+    assert "SpecificCharacterSet" not in keywords
+    assert "SpecificCharacterSet" not in dcmread(result["filepath"])
+
+
+def test_non_ascii_source_undeclared_text_rejected(client: FlaskClient) -> None:
+    # A Latin-1 byte in a file without Specific Character Set: the file does
+    # not say how to decode it, so it cannot be converted to UTF-8.
+    data = part10(image_dataset(StudyInstanceUID=None, PatientName="Mxller"))
+    data = data.replace(b"Mxller", b"M\xfcller")
+
+    response = upload(client, data, "?repair=true&source=H%C3%B4pital")
+    message = response.get_json()["errors"]["request body"][0]
+
+    assert response.status_code == 400
+    assert message.startswith("Repair of request body failed, so it was not stored: ")
+    assert "could not convert it" in message
+    assert ".tmp-" not in message
+    assert client.get("/api/dicom/instances").get_json()["data"]["count"] == 0
+
+
+def test_deep_nesting_rejected_on_import(client: FlaskClient) -> None:
+    depth = 300
+    sequence = struct.pack("<HH2sHI", 0x0040, 0xA730, b"SQ", 0, 0xFFFFFFFF)
+    item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    item_end = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+    sequence_end = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    dataset = image_dataset()
+    del dataset.PixelData
+    data = part10(dataset) + (sequence + item) * depth + (item_end + sequence_end) * depth
+
+    response = upload(client, data, "?repair=false")
+    body = response.get_json()
+
+    assert response.status_code == 400, body
+    assert body["errors"]["request body"] == [
+        (
+            "request body has sequences nested more deeply than the service can read "
+            "(pydicom reached Python's recursion limit), so it was not stored."
+        )
+    ]

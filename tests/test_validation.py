@@ -7,8 +7,10 @@ route validates files that the service did not write itself.
 
 from __future__ import annotations
 
+import io
 import itertools
 import shutil
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -497,3 +499,98 @@ def test_standard_loaded_once(
             assert validate(app.test_client(), cr_file.name)["iod"]["ran"] is True
 
     assert load_count() == before + 1
+
+
+def foreign_file(nested: bytes = b"") -> bytes:
+    """Return a Secondary Capture Part 10 file without pixel data, ending in ``nested``.
+
+    ``nested`` contains encoded elements with tags after (0010,0020), written
+    by hand so that no recursive writer limits their depth.
+    """
+    dataset = Dataset()
+    dataset.SOPClassUID = SC_STORAGE
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.StudyInstanceUID = generate_uid()
+    dataset.SeriesInstanceUID = generate_uid()
+    dataset.PatientID = "EXT-DEEP"
+    dataset.Modality = "OT"
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue() + nested
+
+
+def content_sequence(content: bytes, depth: int) -> bytes:
+    """Wrap ``content`` in ``depth`` Content Sequences of one item each, with defined lengths."""
+    for _ in range(depth):
+        item = struct.pack("<HHI", 0xFFFE, 0xE000, len(content)) + content
+        content = struct.pack("<HH2sHI", 0x0040, 0xA730, b"SQ", 0, len(item)) + item
+    return content
+
+
+def test_deep_sequence_values_checked(app: Flask, client: FlaskClient) -> None:
+    # 2000 levels exceed Python's default recursion limit of 1000 however
+    # few calls a level takes, so only a walk without recursion gets there.
+    long_value = b"M" * 70
+    header = struct.pack("<HH2sH", 0x0008, 0x0104, b"LO", len(long_value))
+    nested = content_sequence(header + long_value, 2000)
+    filename = store(app, lambda path: path.write_bytes(foreign_file(nested)))
+
+    data = validate(client, filename)
+
+    assert data["isValid"] is False
+    assert (
+        "ContentSequence item 1 / CodeMeaning (0008,0104) is 70 characters long; "
+        "LO allows at most 64."
+    ) in data["problems"]
+
+
+def test_undefined_length_nesting_reported(app: Flask, client: FlaskClient) -> None:
+    depth = 300
+    sequence = struct.pack("<HH2sHI", 0x0040, 0xA730, b"SQ", 0, 0xFFFFFFFF)
+    item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    item_end = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+    sequence_end = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    nested = (sequence + item) * depth + (item_end + sequence_end) * depth
+    filename = store(app, lambda path: path.write_bytes(foreign_file(nested)))
+
+    data = validate(client, filename)
+
+    assert data["isValid"] is False
+    assert data["problems"] == [
+        (
+            f"{filename} could not be read as DICOM: its sequences are nested more "
+            "deeply than pydicom can read (it reads each level with a recursive "
+            "call). Check how the file was made."
+        )
+    ]
+
+
+def test_sequence_items_checked_in_order(
+    app: Flask, client: FlaskClient, cr_file: Path
+) -> None:
+    def add_items(dataset: Dataset) -> None:
+        items = []
+        for number in (1, 2):
+            item = Dataset()
+            item.CodeValue = "T-D3000"
+            item.CodingSchemeDesignator = "SRT"
+            item.CodeMeaning = "Chest"
+            item.CodingSchemeVersion = "V" * (16 + number)
+            items.append(item)
+        dataset.AnatomicRegionSequence = items
+
+    data = validate(client, store_changed(app, cr_file, add_items))
+
+    messages = [error["message"] for error in data["valueErrors"]]
+    assert messages == [
+        (
+            "AnatomicRegionSequence item 1 / CodingSchemeVersion (0008,0103) is 17 "
+            "characters long; SH allows at most 16."
+        ),
+        (
+            "AnatomicRegionSequence item 2 / CodingSchemeVersion (0008,0103) is 18 "
+            "characters long; SH allows at most 16."
+        ),
+    ]

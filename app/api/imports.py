@@ -75,9 +75,11 @@ def import_instances() -> tuple[Response, int]:
 
     accepted = [result for result in results if result["accepted"]]
     if not accepted:
+        keys = _error_keys([result["name"] for result in results])
         raise InvalidRequest(
-            "No file was imported: none is a complete DICOM file.",
-            {result["name"]: [result["message"]] for result in results},
+            "No file was imported: every upload was rejected for the reason listed "
+            "under its name in errors.",
+            {key: [result["message"]] for key, result in zip(keys, results)},
         )
     if query["send"]:
         _send(accepted)
@@ -146,12 +148,55 @@ def _label(filename: str) -> str:
     return printable[:MAX_LABEL_LENGTH] or "unnamed file"
 
 
+def _error_keys(names: list[str]) -> list[str]:
+    """Return one distinct ``errors`` key per upload, in the order of ``names``.
+
+    Clients may give several files the same name. A repeated name gets the
+    upload's position in the request (1 for the first file), so that no
+    reason replaces another.
+    """
+    keys: list[str] = []
+    for position, name in enumerate(names, start=1):
+        key = name
+        while key in keys:
+            key = f"{key} (upload {position})"
+        keys.append(key)
+    return keys
+
+
 def _send(accepted: list[dict[str, Any]]) -> None:
-    """Send the stored files over one association and add each file's outcome."""
+    """Send the stored files over one association and add each file's outcome.
+
+    Raises
+    ------
+    PacsError
+        If storescu sent no file (for example because the association
+        failed) or the peer did not store every file. The message and
+        ``errors`` name each stored file, so that the client can send it
+        again instead of importing another copy.
+    """
     store = services().instances
+    names = ", ".join(result["filename"] for result in accepted)
     paths = [store.resolve(result["filename"]) for result in accepted]
     target = target_from({}, services().config)
-    outcomes = send_files(paths, target, services().timeout, services().orthanc)
+    try:
+        outcomes = send_files(paths, target, services().timeout, services().orthanc)
+    except PacsError as error:
+        reason = error.message.rstrip(".")
+        raise PacsError(
+            f"Stored {names} but sent none of them. {reason}. Send each file again "
+            "with POST /api/dicom/instances/{filename}/send instead of importing "
+            "it again.",
+            {
+                result["filename"]: [
+                    (
+                        "Stored but not sent. Send it again with POST "
+                        f"/api/dicom/instances/{result['filename']}/send."
+                    )
+                ]
+                for result in accepted
+            },
+        ) from error
 
     by_name = {outcome["filename"]: outcome for outcome in outcomes}
     for result in accepted:
@@ -164,7 +209,6 @@ def _send(accepted: list[dict[str, Any]]) -> None:
 
     failed = [result for result in accepted if not result["send"]["success"]]
     if failed:
-        names = ", ".join(result["filename"] for result in accepted)
         raise PacsError(
             f"Stored {names}, but {target.called_aet}@{target.host}:{target.port} "
             f"did not store {len(failed)} of {len(accepted)} files. Fix them and "
