@@ -36,7 +36,7 @@ PROCESS_MARGIN = 2
 
 _STATUS_LINE = re.compile(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})(?::\s*(.*))?")
 _SENDING_LINE = re.compile(r"Sending file: (.+)$")
-# With --no-halt, storescu skips a file it cannot send and says why.
+# With --no-halt, storescu skips a file it cannot send and logs the reason.
 _IGNORED_LINE = re.compile(r"W: (.+) in file: (.+), ignoring file$")
 
 

@@ -36,7 +36,7 @@ START_TIMEOUT = 30
 SERVER_NAME = "dicom-service-local"
 
 # Lua callbacks of Orthanc: an instance received over DICOM is stored, and a
-# C-FIND or worklist query is answered, only for a loopback client.
+# C-FIND or worklist query gets responses, only for a loopback client.
 # NOTE: the rejection of other hosts is not exercised by the tests, which
 # reach Orthanc over loopback only.
 LOOPBACK_FILTER = """\

@@ -100,7 +100,7 @@ def start_service(
 
 
 def _wait_for_workers(service: Service, workers: int) -> None:
-    """Wait until gunicorn answers and has forked all ``workers``."""
+    """Wait until gunicorn responds and has forked all ``workers``."""
     from .measure import child_pids
 
     session = requests.Session()
@@ -122,6 +122,6 @@ def _wait_for_workers(service: Service, workers: int) -> None:
 
     service.stop()
     raise RuntimeError(
-        f"The service did not answer on {service.url} within {START_TIMEOUT} s; "
+        f"The service did not respond on {service.url} within {START_TIMEOUT} s; "
         f"see {service.log_path}."
     )

@@ -48,8 +48,8 @@ def run_batch(
 ) -> dict[str, Any]:
     """Validate and create each item of a batch body, and count the outcomes.
 
-    The body is a JSON array, or an object whose ``wrapper_key`` holds the
-    array. Each item gets an envelope of its own, so a bad item does not
+    The body is a JSON array, or an object whose ``wrapper_key`` contains
+    the array. Each item gets an envelope of its own, so a bad item does not
     stop the others.
     """
     items = json_body()
