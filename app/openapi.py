@@ -51,6 +51,15 @@ def register_query(endpoint: str, schema: type[Schema]) -> None:
     QUERIES[endpoint] = schema
 
 
+# Request bodies that are not JSON, by endpoint: media type to OpenAPI schema.
+FILE_BODIES: dict[str, dict[str, Any]] = {}
+
+
+def register_file_body(endpoint: str, content: dict[str, Any]) -> None:
+    """Document a request body of files, such as DICOM uploads, for ``endpoint``."""
+    FILE_BODIES[endpoint] = content
+
+
 def build_spec() -> dict[str, Any]:
     """Build the OpenAPI 3 document of the current application."""
     spec = APISpec(
@@ -109,6 +118,8 @@ def _operation(endpoint: str, arguments: list[str]) -> dict[str, Any]:
             "required": required,
             "content": {"application/json": {"schema": body_schema}},
         }
+    if endpoint in FILE_BODIES:
+        operation["requestBody"] = {"required": True, "content": FILE_BODIES[endpoint]}
     if endpoint != "service.health":
         operation["security"] = [{"bearer": []}]
     return operation

@@ -84,3 +84,11 @@ def test_openapi_documents_every_route(app, client: FlaskClient) -> None:
     create = spec["paths"]["/api/dicom/instances"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/Instance")
     assert "patientID" in spec["components"]["schemas"]["Instance"]["properties"]
+
+
+def test_openapi_documents_file_uploads(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").get_json()
+
+    body = spec["paths"]["/api/dicom/instances/import"]["post"]["requestBody"]
+
+    assert set(body["content"]) == {"application/dicom", "multipart/form-data"}

@@ -11,7 +11,7 @@ from marshmallow import fields, validate
 from ..errors import InvalidRequest, PacsError, Unavailable
 from ..fields import DicomText
 from ..importing import ImportOptions, Upload, import_files
-from ..openapi import register_query
+from ..openapi import register_file_body, register_query
 from ..repair import REASONS
 from ..responses import success
 from ..schemas import StrictSchema
@@ -224,7 +224,21 @@ def _send(accepted: list[dict[str, Any]]) -> None:
 
 
 def _register_documentation() -> None:
-    register_query(f"{blueprint.name}.import_instances", ImportQuery)
+    endpoint = f"{blueprint.name}.import_instances"
+    register_query(endpoint, ImportQuery)
+    binary = {"type": "string", "format": "binary"}
+    register_file_body(
+        endpoint,
+        {
+            "application/dicom": {"schema": binary},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"files": {"type": "array", "items": binary}},
+                }
+            },
+        },
+    )
 
 
 _register_documentation()
