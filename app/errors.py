@@ -85,7 +85,12 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException) -> tuple[Response, int]:
         status = error.code or 500
-        return failure(_http_message(error), status)
+        response, status = failure(_http_message(error), status)
+        # Werkzeug's own headers, such as Allow on a 405, stay on the envelope.
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> tuple[Response, int]:

@@ -140,7 +140,7 @@ def inspect_file(path: Path, name: str, timeout: float) -> Inspection:
     offset = _meta_end(data)
     inspection.has_meta = offset is not None
     start = offset if offset is not None else 0
-    inspection.encoding = detect_encoding(data[start:])
+    inspection.encoding = detect_encoding(data[start:], bare=offset is None)
     if inspection.has_meta:
         inspection.meta = _read_meta(path)
         syntax = inspection.meta.get("TransferSyntaxUID")
@@ -180,12 +180,16 @@ def inspect_file(path: Path, name: str, timeout: float) -> Inspection:
     return inspection
 
 
-def detect_encoding(dataset_bytes: bytes) -> Encoding | None:
+def detect_encoding(dataset_bytes: bytes, bare: bool = False) -> Encoding | None:
     """Detect the encoding from the first data element, or ``None`` if there is none.
 
     A dataset starts with an element of an even group from 0008 to 7FE0.
     The byte order is the one that reads that group, and the VR is explicit
-    when bytes 4 and 5 are a value representation.
+    when bytes 4 and 5 are a value representation. A ``bare`` dataset, one
+    without file meta information, must start with group 0008: elements are
+    sorted by tag and every composite IOD has SOP Class UID (0008,0016),
+    while other files, such as RIFF images, can look like one element of a
+    higher group.
     """
     if len(dataset_bytes) < 8:
         return None
@@ -193,6 +197,8 @@ def detect_encoding(dataset_bytes: bytes) -> Encoding | None:
     little_group = struct.unpack_from("<H", dataset_bytes)[0]
     big_group = struct.unpack_from(">H", dataset_bytes)[0]
     explicit = dataset_bytes[4:6] in _VALUE_REPRESENTATIONS
+    if bare and BARE_FIRST_GROUP not in (little_group, big_group):
+        return None
 
     if _plausible_group(little_group):
         if explicit:
@@ -247,6 +253,10 @@ def element_text(dataset: Dataset, keyword: str) -> str:
     if value is None:
         return ""
     return str(value).strip()
+
+
+# Group of the first element of a dataset without file meta information.
+BARE_FIRST_GROUP = 0x0008
 
 
 def _plausible_group(group: int) -> bool:
