@@ -1,7 +1,4 @@
-"""Regressions for bugs that a schemathesis pass over /openapi.json found.
-
-Each test fails until its bug is fixed.
-"""
+"""Regression tests for bugs that a schemathesis pass over /openapi.json found."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Hostile-input tests: odd bodies, damaged content, races and peer faults.
 
-Each test pins down one defect of the running service. The races with
+Each test pins down one defect that hostile input once caused. The races with
 DELETE are made deterministic: the test deletes the file at the step where a
 concurrent DELETE request can land.
 """
