@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.datadict import keyword_for_tag
+from pydicom.tag import Tag
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +318,7 @@ def read_edition(directory: Path) -> str:
 
 def _finding(module: str, tag: Any, error: Any, dictionary: dict[str, Any]) -> IodFinding:
     number = int(tag.tag)
-    tag_text = f"({number >> 16:04X},{number & 0xFFFF:04X})"
+    tag_text = str(Tag(number))
     keyword = _keyword(number, dictionary)
     if tag.parents:
         parents = " / ".join(_keyword(int(parent), dictionary) for parent in tag.parents)
@@ -333,7 +334,7 @@ def _keyword(number: int, dictionary: dict[str, Any]) -> str:
     keyword = keyword_for_tag(number)
     if keyword:
         return keyword
-    info = dictionary.get(f"({number >> 16:04X},{number & 0xFFFF:04X})")
+    info = dictionary.get(str(Tag(number)))
     return str(info["name"]) if info else "unknown element"
 
 

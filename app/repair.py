@@ -23,6 +23,7 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.uid import (
     UID,
     EncapsulatedPDFStorage,
@@ -72,7 +73,7 @@ class Change:
     @property
     def tag(self) -> str:
         number = tag_for_keyword(self.keyword) or 0
-        return f"({number >> 16:04X},{number & 0xFFFF:04X})"
+        return str(Tag(number))
 
     @property
     def tag_path(self) -> str:
