@@ -217,28 +217,8 @@ class FileStore:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def entries(self) -> Iterator[StoredFile]:
-        """Yield every listed file; files that vanish meanwhile are skipped."""
-        try:
-            scanner = os.scandir(self.root)
-        except FileNotFoundError:
-            return
-        with scanner:
-            for entry in scanner:
-                if not self.pattern.fullmatch(entry.name):
-                    continue
-                try:
-                    stat = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                yield StoredFile(
-                    filename=entry.name,
-                    path=Path(entry.path),
-                    size=stat.st_size,
-                    created=getattr(stat, "st_birthtime", stat.st_ctime),
-                    modified=stat.st_mtime,
-                )
+        """Yield every listed file, newest first, from the same cache as ``listing``."""
+        yield from self._sorted_files()
 
     def listing(self, limit: int | None, offset: int) -> tuple[int, list[StoredFile]]:
         """Return the number of files and one page of them, newest first.
