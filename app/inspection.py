@@ -186,10 +186,10 @@ def detect_encoding(dataset_bytes: bytes, bare: bool = False) -> Encoding | None
     A dataset starts with an element of an even group from 0008 to 7FE0.
     The byte order is the one that reads that group, and the VR is explicit
     when bytes 4 and 5 are a value representation. A ``bare`` dataset, one
-    without file meta information, must start with group 0008: elements are
-    sorted by tag and every composite IOD has SOP Class UID (0008,0016),
-    while other files, such as RIFF images, can look like one element of a
-    higher group.
+    without file meta information, must start with group 0008, because its
+    elements are sorted by tag and every composite IOD has SOP Class UID
+    (0008,0016). Other files, such as RIFF images, can look like one element
+    of a higher group.
     """
     if len(dataset_bytes) < 8:
         return None

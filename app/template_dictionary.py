@@ -7,8 +7,8 @@ On a 2-core machine one run took 17 to 25 ms with both files and about
 5 ms with this dictionary. ``bench/run.py`` measures both.
 
 ``dump2dcm`` takes each element's VR from the dump line, so it writes the
-same bytes with this dictionary as with the full one. That holds as long
-as the dictionary keeps the file meta information (group 0002), the item
+same bytes with this dictionary as with the full one, provided that the
+dictionary keeps the file meta information (group 0002), the item
 and delimitation tags (group FFFE) and the range entries such as group
 lengths. ``bench/run.py`` checks that both dictionaries give identical
 files for the instance that it creates.

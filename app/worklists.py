@@ -150,12 +150,12 @@ class WorklistWriter:
         except UnreadableWorklist as error:
             logger.warning("Replacing unreadable worklist: %s", error)
             stored = {}
-        kept = {
+        stored_order = {
             field: stored[field]
             for field in ("studyInstanceUID", "accessionNumber")
             if stored.get(field)
         }
-        top, step = self.dataset({**kept, **body})
+        top, step = self.dataset({**stored_order, **body})
         temporary, charset = self._write(top, step)
         size = temporary.stat().st_size
         final = self.store.replace(temporary, path.name)
